@@ -1,0 +1,1 @@
+"""controllerbus.cli."""

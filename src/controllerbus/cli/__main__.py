@@ -1,0 +1,5 @@
+"""``python -m controllerbus.cli`` runs ``cbus``."""
+
+from controllerbus.cli.main import main
+
+main()

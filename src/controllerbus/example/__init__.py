@@ -1,0 +1,1 @@
+"""Example controllers shipped with the core (BUS.md 8)."""
