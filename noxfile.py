@@ -1,4 +1,4 @@
-"""Developer sessions: ``nox -s tests lint typecheck``; ``nox -s bench`` and ``nox -s demo`` on demand."""
+"""Developer sessions: `nox` runs tests, lint and typecheck; bench and demo on demand."""
 
 from __future__ import annotations
 

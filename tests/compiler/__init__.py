@@ -1,0 +1,1 @@
+"""Tests of the module compiler (controllerbus.compiler, cbus-compile)."""

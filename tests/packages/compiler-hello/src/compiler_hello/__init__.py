@@ -1,0 +1,1 @@
+"""Sample plugin for the compiler tests: says hello through a vendored library."""
