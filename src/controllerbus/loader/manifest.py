@@ -1,0 +1,188 @@
+"""The loader manifest: ``<state-dir>/manifest.json``, one record per plugin.
+
+Records are keyed by **plugin binary id**: a binary id names a plugin across its
+versions, so a reload replaces the plugin's record instead of piling up one per
+wheel, and ``cbus plugins list`` shows one line per plugin. When a wheel fails
+before its plugin object could be read (it does not verify, its host dependencies
+are missing), the loader has no binary id yet and records it under
+:func:`wheel_key` (``wheel:<file name>``) instead.
+
+A record's ``status`` describes the generation it names: ``active`` (serving),
+``failed`` (could not be loaded; ``error`` says why) or ``unloaded`` (removed;
+``leaks`` lists what survived the unload). After a rolled-back reload the record
+stays ``active`` on the old generation and ``error`` carries the failed reload's
+message.
+
+The file is written atomically (temp file, fsync, ``os.replace``, directory fsync),
+with records sorted by key so that diffs stay readable.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Final, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+
+from controllerbus.loader import _fs
+from controllerbus.loader.errors import CorruptManifest
+
+__all__ = [
+    "MANIFEST_NAME",
+    "MANIFEST_VERSION",
+    "Manifest",
+    "ManifestRecord",
+    "PluginStatus",
+    "read_manifest",
+    "utc_now",
+    "wheel_key",
+    "write_manifest",
+]
+
+logger = logging.getLogger(__name__)
+
+MANIFEST_NAME = "manifest.json"
+MANIFEST_VERSION: Final = 1
+
+PluginStatus = Literal["active", "failed", "unloaded"]
+
+
+def utc_now() -> datetime:
+    """The current time, timezone-aware in UTC (what ``loaded_at`` expects)."""
+    return datetime.now(UTC)
+
+
+def wheel_key(wheel: str | Path) -> str:
+    """The record key of a wheel whose plugin binary id is unknown: ``wheel:<name>``."""
+    return f"wheel:{Path(wheel).name}"
+
+
+class ManifestRecord(BaseModel):
+    """One plugin's state.
+
+    Attributes:
+        binary_id: the plugin's binary id (or :func:`wheel_key` if unknown); the key.
+        binary_version: the plugin's binary version ("" if unknown).
+        build_hash: the ``+cbus.<hash>`` label of the wheel's version, else "".
+        wheel: path of the wheel file.
+        wheel_sha256: hex sha256 of the wheel file ("" if unreadable).
+        generation: the generation id (its directory under ``generations/``), or "".
+        status: ``active``, ``failed`` or ``unloaded``.
+        error: why the last load or reload failed, else ``None``.
+        factories: factory ids the plugin registered.
+        loaded_at: when the record's generation was (last) loaded, UTC.
+        load_ms: how long verify + install + activate took.
+        unloaded_at: when it was unloaded, UTC.
+        leaks: descriptions of objects that survived the unload.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    binary_id: str = Field(min_length=1)
+    binary_version: str = ""
+    build_hash: str = ""
+    wheel: str
+    wheel_sha256: str = ""
+    generation: str = ""
+    status: PluginStatus
+    error: str | None = None
+    factories: list[str] = Field(default_factory=list)
+    loaded_at: AwareDatetime | None = None
+    load_ms: float = 0.0
+    unloaded_at: AwareDatetime | None = None
+    leaks: list[str] = Field(default_factory=list)
+
+
+class Manifest(BaseModel):
+    """All plugin records, keyed by ``binary_id``; immutable (methods return copies)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    version: Literal[1] = MANIFEST_VERSION
+    plugins: list[ManifestRecord] = Field(default_factory=list)
+
+    def get(self, binary_id: str) -> ManifestRecord | None:
+        """The record with ``binary_id``, or ``None``."""
+        return next((r for r in self.plugins if r.binary_id == binary_id), None)
+
+    def upsert(self, record: ManifestRecord) -> Manifest:
+        """Return a manifest with ``record`` replacing any record with the same key."""
+        others = [r for r in self.plugins if r.binary_id != record.binary_id]
+        return Manifest(plugins=sorted([*others, record], key=lambda r: r.binary_id))
+
+    def remove(self, binary_id: str) -> Manifest:
+        """Return a manifest without the record ``binary_id`` (no error if absent)."""
+        return Manifest(plugins=[r for r in self.plugins if r.binary_id != binary_id])
+
+    def generations(self, statuses: Iterable[PluginStatus] = ("active",)) -> set[str]:
+        """Generation ids referenced by records with one of ``statuses``.
+
+        Pass the result as ``keep`` to :meth:`StateDir.gc_generations
+        <controllerbus.loader.state.StateDir.gc_generations>`.
+        """
+        wanted = set(statuses)
+        return {r.generation for r in self.plugins if r.status in wanted and r.generation}
+
+
+def read_manifest(state_dir: Path) -> Manifest:
+    """Read ``<state_dir>/manifest.json``; a missing file is an empty manifest.
+
+    Raises:
+        CorruptManifest: the file exists but is unreadable, not JSON, or not a
+            manifest of a version this controllerbus understands.
+    """
+    path = state_dir / MANIFEST_NAME
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return Manifest()
+    except OSError as exc:
+        raise CorruptManifest(path, [f"cannot read it: {exc}"]) from exc
+    try:
+        raw = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CorruptManifest(path, [f"not valid JSON: {exc}"]) from exc
+    if isinstance(raw, dict) and raw.get("version", MANIFEST_VERSION) != MANIFEST_VERSION:
+        raise CorruptManifest(
+            path,
+            [
+                f"manifest version {raw.get('version')!r} is not supported (this "
+                f"controllerbus reads version {MANIFEST_VERSION}); was it written by a "
+                "newer release?"
+            ],
+        )
+    try:
+        manifest = Manifest.model_validate(raw)
+    except ValidationError as exc:
+        issues = [
+            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
+            for err in exc.errors()
+        ]
+        raise CorruptManifest(path, issues) from exc
+    keys = [r.binary_id for r in manifest.plugins]
+    duplicates = sorted({k for k in keys if keys.count(k) > 1})
+    if duplicates:
+        raise CorruptManifest(path, [f"duplicate records for {', '.join(duplicates)}"])
+    return manifest
+
+
+def write_manifest(state_dir: Path, manifest: Manifest) -> Path:
+    """Write ``manifest`` to ``<state_dir>/manifest.json`` atomically; return the path.
+
+    Readers see the old or the new manifest, never a mix; a crash leaves no
+    partial file (at worst a ``.manifest.json.*.tmp`` that the state directory
+    does not read).
+
+    Raises:
+        OSError: the state directory is not writable (the old manifest is intact).
+    """
+    path = state_dir / MANIFEST_NAME
+    ordered = Manifest(plugins=sorted(manifest.plugins, key=lambda r: r.binary_id))
+    payload = ordered.model_dump_json(indent=2) + "\n"
+    _fs.write_atomic(path, payload.encode("utf-8"))
+    logger.debug("wrote manifest %s (%d records)", path, len(ordered.plugins))
+    return path

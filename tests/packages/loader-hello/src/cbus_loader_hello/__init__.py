@@ -1,0 +1,1 @@
+"""A tiny controllerbus plugin for the loader tests."""

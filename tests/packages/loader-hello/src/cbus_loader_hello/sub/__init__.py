@@ -1,0 +1,1 @@
+"""A sub-package: its directory gets its own importer-cache entry."""

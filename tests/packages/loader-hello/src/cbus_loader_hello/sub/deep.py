@@ -1,0 +1,3 @@
+"""A module two levels down."""
+
+GREETING = "hello"

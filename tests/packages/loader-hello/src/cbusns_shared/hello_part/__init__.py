@@ -1,0 +1,3 @@
+"""The plugin's portion of the namespace package cbusns_shared."""
+
+PART = "hello"
