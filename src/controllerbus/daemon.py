@@ -1,41 +1,64 @@
 """The daemon: run the controllers of a config set until told to stop (BUS.md 7, Daemon).
 
 :func:`run_daemon` is what ``cbus daemon`` runs; it is a plain coroutine so tests
-and embedding hosts can drive it with their own stop event.
+and embedding hosts can drive it with their own stop event. With a plugins
+directory it also runs the filesystem loader: plugins are loaded before the config
+set is read (so their config ids are known), and after every plugin change the
+config set is typed again, so keys served by a reloaded plugin restart on the new
+generation and the old generation's config objects go away.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from controllerbus._fs import write_atomic
 from controllerbus.bus.bus import Bus
 from controllerbus.bus.directives import LoadControllerWithConfig
-from controllerbus.bus.executor import wait_exec_controller_running
+from controllerbus.bus.executor import ControllerFailed, wait_exec_controller_running
 from controllerbus.bus.helpers import CallbackHandler
-from controllerbus.bus.protocols import AttachedValue, DirectiveInstance, Factory
+from controllerbus.bus.protocols import AttachedValue, DirectiveInstance, Factory, Reference
+from controllerbus.bus.resolver import StaticResolver
 from controllerbus.configset import (
     ApplyConfigSet,
     ConfigSet,
     ConfigSetConfig,
     ConfigSetState,
+    RawControllerConfig,
     config_set_to_yaml,
     guess_format,
-    unmarshal_config_set,
+    parse_document,
+    resolve_config_set,
 )
 from controllerbus.core import new_core_bus
-from controllerbus.errors import ConfigError
+from controllerbus.errors import ConfigError, LoaderError
 from controllerbus.example import boilerplate
+from controllerbus.loader.filesystem import (
+    FilesystemLoaderConfig,
+    FilesystemLoaderController,
+    FilesystemLoaderFactory,
+)
+from controllerbus.loader.host import PluginHost
+from controllerbus.loader.state import StateDir
 
-__all__ = ["DEFAULT_CONFIG", "DaemonOptions", "load_config_file", "run_daemon"]
+__all__ = [
+    "DEFAULT_CONFIG",
+    "DEFAULT_STATE_DIR",
+    "ConfigSetApplier",
+    "DaemonOptions",
+    "read_config_document",
+    "run_daemon",
+]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_CONFIG = Path("controllerbus_daemon.yaml")
+DEFAULT_STATE_DIR = Path(".cbus-state")
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,19 +68,26 @@ class DaemonOptions:
     Attributes:
         config_path: the config-set file (YAML, or JSON by ``.json`` suffix).
         write_config: create the file if missing, and write the parsed set back.
+        plugins_dir: a directory of plugin wheels to load (``None``: no plugins).
+        state_dir: where generations and the manifest live.
+        watch: re-sync the plugins directory on change.
     """
 
     config_path: Path = DEFAULT_CONFIG
     write_config: bool = False
+    plugins_dir: Path | None = None
+    state_dir: Path = DEFAULT_STATE_DIR
+    watch: bool = True
 
 
-async def load_config_file(bus: Bus, path: Path, *, write_config: bool = False) -> ConfigSet:
-    """Read and type the config set at ``path``; with ``write_config`` write it back as YAML.
+async def read_config_document(
+    path: Path, *, write_config: bool = False
+) -> dict[str, RawControllerConfig]:
+    """Read the config-set file's envelope (types are resolved later, on the bus).
 
     Raises:
-        ConfigError: the file is missing (without ``write_config``) or invalid.
+        ConfigError: the file is missing (without ``write_config``) or malformed.
     """
-    config_set: ConfigSet = {}
     try:
         data = await asyncio.to_thread(path.read_bytes)
     except FileNotFoundError:
@@ -69,13 +99,7 @@ async def load_config_file(bus: Bus, path: Path, *, write_config: bool = False) 
         data = b""
     except OSError as exc:
         raise ConfigError(f"cannot read config at {path}: {exc.strerror}") from exc
-    await unmarshal_config_set(
-        bus, data, config_set, overwrite=True, fmt=guess_format(path), source=str(path)
-    )
-    if write_config:
-        await asyncio.to_thread(write_atomic, path, config_set_to_yaml(config_set).encode())
-        logger.info("wrote config set with %d keys to %s", len(config_set), path)
-    return config_set
+    return parse_document(data, fmt=guess_format(path), source=str(path))
 
 
 def _log_state(_inst: DirectiveInstance, av: AttachedValue) -> None:
@@ -89,31 +113,160 @@ def _log_state(_inst: DirectiveInstance, av: AttachedValue) -> None:
         logger.info("config set key %s: running %s@%s", state.id, info.id, info.version)
 
 
+class ConfigSetApplier:
+    """Keeps one ``ApplyConfigSet`` on the bus for a config-set document.
+
+    :meth:`apply` types the document against the factories on the bus now and
+    swaps the directive: keys whose config is unchanged keep running; keys whose
+    config *class* changed (a reloaded plugin) restart on the new code.
+    """
+
+    def __init__(self, bus: Bus, raw: Mapping[str, RawControllerConfig], source: str) -> None:
+        self._bus = bus
+        self._raw = dict(raw)
+        self._source = source
+        self._ref: Reference | None = None
+        self._closed = False
+
+    async def apply(self, *, strict: bool) -> ConfigSet:
+        """Type and apply the document; returns the typed set (for ``--write-config``).
+
+        Args:
+            strict: report unknown config ids as errors (at start-up); otherwise skip
+                them (their plugin may be loading, or failed to load).
+
+        Raises:
+            ConfigSetError: with ``strict``, any problem; otherwise invalid entries.
+        """
+        typed = await resolve_config_set(
+            self._bus, self._raw, source=self._source, skip_unknown=not strict
+        )
+        if self._closed:
+            return typed
+        pushed = asyncio.get_running_loop().create_future()
+        seen: set[str] = set()
+
+        def added(inst: DirectiveInstance, av: AttachedValue) -> None:
+            _log_state(inst, av)
+            if isinstance(av.value, ConfigSetState):
+                seen.add(av.value.id)
+            if len(seen) >= len(typed) and not pushed.done():
+                pushed.set_result(None)
+
+        _inst, ref = self._bus.add_directive(ApplyConfigSet(typed), CallbackHandler(added))
+        old, self._ref = self._ref, ref
+        if typed:
+            # Every key has been pushed to the config-set controller once each has
+            # reported a state; only then may the old set go (or keys would restart).
+            try:
+                async with asyncio.timeout(10):
+                    await pushed
+            except TimeoutError:
+                logger.warning("config set: not every key reported a state within 10 s")
+        if old is not None:
+            old.release()
+        return typed
+
+    async def refresh(self) -> None:
+        """Re-type after a plugin change (the ``PluginHost`` ``on_change`` hook)."""
+        if self._ref is None or self._closed:
+            return
+        try:
+            await self.apply(strict=False)
+        except ConfigError as exc:
+            logger.error("config set could not be re-applied after a plugin change: %s", exc)
+
+    def close(self) -> None:
+        """Release the directive: every key's controller stops."""
+        self._closed = True
+        if self._ref is not None:
+            self._ref.release()
+            self._ref = None
+
+
 async def run_daemon(
     options: DaemonOptions,
     stop: asyncio.Event,
     *,
     factories: Iterable[Factory | Callable[[Bus], Factory]] = (),
 ) -> None:
-    """Run the config set's controllers until ``stop`` is set, then shut down cleanly.
+    """Run the config set's controllers (and plugins) until ``stop`` is set.
 
     Raises:
-        ConfigError: the config set is missing or invalid (nothing is left running).
+        ConfigError: the config set is missing or invalid.
+        LoaderError: the plugins directory or state directory cannot be used.
+        (Nothing is left running in either case.)
     """
-    bus, _static = new_core_bus([boilerplate.new_factory, *factories])
-    async with bus:
+    document = await read_config_document(options.config_path, write_config=options.write_config)
+    bus, static = new_core_bus([boilerplate.new_factory, *factories])
+    applier = ConfigSetApplier(bus, document, str(options.config_path))
+    async with bus, contextlib.AsyncExitStack() as stack:
         _ctrl, _inst, cs_ref = await wait_exec_controller_running(
             bus, LoadControllerWithConfig(ConfigSetConfig())
         )
-        config_set = await load_config_file(
-            bus, options.config_path, write_config=options.write_config
-        )
-        logger.info("applying config set %s (%d keys)", options.config_path, len(config_set))
-        _apply, apply_ref = bus.add_directive(
-            ApplyConfigSet(config_set), CallbackHandler(on_added=_log_state)
-        )
+        stack.callback(cs_ref.release)
+        if options.plugins_dir is not None:
+            state = stack.enter_context(StateDir(options.state_dir))
+            loader = await _start_plugin_loader(bus, static, state, options, applier)
+            stack.push_async_callback(loader.stop)
+        stack.callback(applier.close)
+        await _apply_initial(applier, options)
         await stop.wait()
         logger.info("shutting down")
-        apply_ref.release()
-        cs_ref.release()
     logger.info("stopped")
+
+
+async def _apply_initial(applier: ConfigSetApplier, options: DaemonOptions) -> None:
+    # A function of its own so the typed set (instances of plugin classes) is not
+    # kept alive by a local of run_daemon while plugins reload.
+    typed = await applier.apply(strict=True)
+    logger.info("applying config set %s (%d keys)", options.config_path, len(typed))
+    if options.write_config:
+        text = config_set_to_yaml(typed)
+        await asyncio.to_thread(write_atomic, options.config_path, text.encode())
+        logger.info("wrote config set with %d keys to %s", len(typed), options.config_path)
+
+
+@dataclass(eq=False, slots=True)
+class _PluginLoader:
+    host: PluginHost
+    controller: FilesystemLoaderController
+    ref: Reference
+
+    async def stop(self) -> None:
+        """Release the loader's directive and wait until it has unloaded every plugin."""
+        self.ref.release()
+        try:
+            async with asyncio.timeout(60):
+                await self.controller.stopped.wait()
+        except TimeoutError:
+            logger.error("plugins were still unloading after 60 s: %s", self.host.active())
+
+
+async def _start_plugin_loader(
+    bus: Bus,
+    static: StaticResolver,
+    state: StateDir,
+    options: DaemonOptions,
+    applier: ConfigSetApplier,
+) -> _PluginLoader:
+    assert options.plugins_dir is not None
+    host = PluginHost(bus, state, on_change=applier.refresh)
+    static.add_factory(FilesystemLoaderFactory(host))
+    directive = LoadControllerWithConfig(
+        FilesystemLoaderConfig(dir=str(options.plugins_dir), watch=options.watch)
+    )
+    try:
+        ctrl, _inst, ref = await wait_exec_controller_running(bus, directive)
+    except ControllerFailed as exc:
+        raise LoaderError(f"cannot start the plugin loader: {exc}") from exc
+    assert isinstance(ctrl, FilesystemLoaderController)
+    await ctrl.synced.wait()
+    loaded = host.active()
+    logger.info(
+        "plugins dir %s: %d plugin(s) active%s",
+        options.plugins_dir,
+        len(loaded),
+        f": {', '.join(loaded)}" if loaded else "",
+    )
+    return _PluginLoader(host, ctrl, ref)

@@ -107,12 +107,18 @@ class Bus:
         for inst in list(self._instances):
             self._offer(handler, inst)
 
-    def remove_handler(self, handler: DirectiveHandler) -> None:
-        """Unregister ``handler``: cancel its resolvers and remove their values."""
+    def remove_handler(self, handler: DirectiveHandler) -> list[asyncio.Task[None]]:
+        """Unregister ``handler``: cancel its resolvers and remove their values.
+
+        Returns:
+            The cancelled resolver tasks (await them to know they have ended).
+        """
         if handler in self._handlers:
             self._handlers.remove(handler)
+        tasks: list[asyncio.Task[None]] = []
         for inst in list(self._instances):
-            inst.detach_owner(handler)
+            tasks.extend(inst.detach_owner(handler))
+        return tasks
 
     def get_controllers(self) -> list[Controller]:
         """Controllers attached to the bus, in attach order."""
@@ -161,11 +167,15 @@ class Bus:
         info = controller.get_controller_info()
         return self.spawn(self.execute_controller(controller), name=f"controller {info.id}")
 
-    def remove_controller(self, controller: Controller) -> None:
-        """Detach ``controller``: it is offered nothing more and its resolvers stop."""
+    def remove_controller(self, controller: Controller) -> list[asyncio.Task[None]]:
+        """Detach ``controller``: it is offered nothing more and its resolvers stop.
+
+        Returns:
+            The cancelled resolver tasks (await them to know they have ended).
+        """
         if controller in self._controllers:
             self._controllers.remove(controller)
-        self.remove_handler(controller)
+        return self.remove_handler(controller)
 
     def spawn(
         self, coro: Coroutine[Any, Any, Any], *, name: str | None = None

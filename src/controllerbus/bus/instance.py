@@ -239,20 +239,31 @@ class Instance:
             if not self._resolvers_cancelled:
                 self._start(attached)
 
-    def detach_owner(self, owner: DirectiveHandler) -> None:
+    def detach_owner(self, owner: DirectiveHandler) -> list[asyncio.Task[None]]:
         """Stop every resolver of ``owner`` and remove the values they added.
 
         Go leaves those values in place ("TODO: ensure removing resolvers"); here a
         removed controller's answers disappear with it.
+
+        Returns:
+            The cancelled resolver tasks, for callers that must wait until they end.
         """
         mine = [a for a in self._attached if a.owner is owner]
         if not mine:
-            return
+            return []
         self._attached = [a for a in self._attached if a.owner is not owner]
+        tasks: list[asyncio.Task[None]] = []
         for attached in mine:
             for value_id in sorted(attached.value_ids):
                 self._remove_value(attached, value_id)
+            if attached.task is not None:
+                tasks.append(attached.task)
             self._detach(attached)
+        return tasks
+
+    def resolver_tasks(self) -> list[asyncio.Task[None]]:
+        """The tasks of the resolvers running now (to await after :meth:`close`)."""
+        return [a.task for a in self._attached if a.task is not None]
 
     # -- internals -------------------------------------------------------------------------
 

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from controllerbus.cli._common import fail, setup_logging
-from controllerbus.daemon import DEFAULT_CONFIG, DaemonOptions, run_daemon
+from controllerbus.daemon import DEFAULT_CONFIG, DEFAULT_STATE_DIR, DaemonOptions, run_daemon
 from controllerbus.errors import ControllerBusError
 
-__all__ = ["cli", "main"]
+if TYPE_CHECKING:
+    from controllerbus.loader.manifest import ManifestRecord
+
+__all__ = ["cli", "format_manifest", "main"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -54,18 +59,129 @@ async def _run_until_signal(options: DaemonOptions) -> None:
     show_envvar=True,
     help="Create the config file if missing and write the parsed set back (sorted YAML).",
 )
-def daemon(config_path: Path, write_config: bool) -> None:
+@click.option(
+    "--plugins-dir",
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    envvar="CBUS_PLUGINS_DIR",
+    show_envvar=True,
+    help="Load every plugin wheel in this directory (and reload on change). "
+    "Example: --plugins-dir dist-plugins",
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=DEFAULT_STATE_DIR,
+    show_default=True,
+    envvar="CBUS_STATE_DIR",
+    show_envvar=True,
+    help="Where plugin generations (venvs) and manifest.json live; one daemon per directory.",
+)
+@click.option(
+    "--watch/--no-watch",
+    default=True,
+    show_default=True,
+    envvar="CBUS_WATCH",
+    show_envvar=True,
+    help="Watch the plugins directory and hot-reload changed wheels.",
+)
+def daemon(
+    config_path: Path,
+    write_config: bool,
+    plugins_dir: Path | None,
+    state_dir: Path,
+    watch: bool,
+) -> None:
     """Run the controllers of a config set until SIGINT or SIGTERM.
 
+    With --plugins-dir, plugin wheels (from cbus-compile) are loaded first, each
+    into its own generation under --state-dir, and a changed wheel replaces the
+    running generation; a bad wheel is reported and the last good one keeps
+    serving.
+
     \b
-    Example:
+    Examples:
       cbus daemon -c controllerbus_daemon.yaml
+      cbus daemon -c plugins/hot-demo/controllerbus_daemon.yaml --plugins-dir dist-plugins
     """
-    options = DaemonOptions(config_path=config_path, write_config=write_config)
+    options = DaemonOptions(
+        config_path=config_path,
+        write_config=write_config,
+        plugins_dir=plugins_dir,
+        state_dir=state_dir,
+        watch=watch,
+    )
     try:
         asyncio.run(_run_until_signal(options))
     except ControllerBusError as exc:
         raise fail(exc) from exc
+
+
+@cli.group()
+def plugins() -> None:
+    """Inspect the plugins of a state directory."""
+
+
+@plugins.command("list")
+@click.option(
+    "--state-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=DEFAULT_STATE_DIR,
+    show_default=True,
+    envvar="CBUS_STATE_DIR",
+    show_envvar=True,
+    help="The state directory a daemon uses.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
+def plugins_list(state_dir: Path, as_json: bool) -> None:
+    """Show the plugin manifest: one row per plugin, active or not.
+
+    Reads <state-dir>/manifest.json (written atomically by the daemon), so it works
+    while a daemon runs.
+
+    \b
+    Example:
+      cbus plugins list --state-dir .cbus-state
+    """
+    from controllerbus.loader.manifest import read_manifest
+
+    try:
+        manifest = read_manifest(state_dir)
+    except ControllerBusError as exc:
+        raise fail(exc) from exc
+    if as_json:
+        click.echo(manifest.model_dump_json(indent=2))
+        return
+    if not manifest.plugins:
+        click.echo(f"no plugins recorded in {state_dir / 'manifest.json'}")
+        return
+    click.echo(format_manifest(manifest.plugins))
+
+
+def format_manifest(records: Sequence[ManifestRecord]) -> str:
+    """A readable table of manifest records, with errors and leaks below each row."""
+    header = ("PLUGIN", "STATUS", "VERSION", "BUILD", "GENERATION", "LOADED", "MS", "FACTORIES")
+    rows = [
+        (
+            r.binary_id,
+            r.status,
+            r.binary_version or "-",
+            r.build_hash[:12] or "-",
+            r.generation[:12] or "-",
+            r.loaded_at.strftime("%Y-%m-%d %H:%M:%S") if r.loaded_at else "-",
+            f"{r.load_ms:.0f}" if r.load_ms else "-",
+            str(len(r.factories)),
+        )
+        for r in records
+    ]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(header, widths, strict=True)).rstrip()]
+    for record, row in zip(records, rows, strict=True):
+        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        if record.error:
+            lines.append("    error: " + record.error.replace("\n", "\n    "))
+        for leak in record.leaks:
+            lines.append("    leak: " + leak)
+    return "\n".join(lines)
 
 
 def main() -> None:

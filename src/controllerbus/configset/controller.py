@@ -3,7 +3,9 @@
 Adding ``ApplyConfigSet(set)`` makes the controller run one controller per key
 (through ``LoadControllerWithConfig``). Pushing a key again applies the new config
 only if its revision is **strictly** higher; equal or lower revisions are ignored
-even when the config differs. A key whose references all go away is stopped.
+even when the config differs. One Python extension: a config of a different *class*
+(the same config id served by a reloaded plugin's new code) is applied at the same
+revision. A key whose references all go away is stopped.
 """
 
 from __future__ import annotations
@@ -218,6 +220,13 @@ class ConfigSetController:
                 running.conf.revision,
                 conf.revision,
             )
+            running.conf = conf
+            running.restart.set()
+        elif type(conf.config) is not type(running.conf.config):
+            # Python extension: the same key with a config of another class is the
+            # same config from new code (a reloaded plugin); it replaces the old one
+            # at the same revision, or the old generation's class would stay alive.
+            logger.info("config set: %s config type reloaded, restarting", key)
             running.conf = conf
             running.restart.set()
         elif conf != running.conf:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Mapping, MutableMapping
 from typing import Literal
 
@@ -21,6 +22,8 @@ from controllerbus.configset.model import (
 )
 
 __all__ = ["lookup_config_constructor", "resolve_config_set", "unmarshal_config_set"]
+
+logger = logging.getLogger(__name__)
 
 
 async def lookup_config_constructor(bus: Bus, config_id: str) -> ConfigConstructor | None:
@@ -45,8 +48,13 @@ async def resolve_config_set(
     raw: Mapping[str, RawControllerConfig],
     *,
     source: str = "<config set>",
+    skip_unknown: bool = False,
 ) -> ConfigSet:
     """Build typed configs for every entry; collect every problem, then raise once.
+
+    Args:
+        skip_unknown: leave out entries whose config id no resolver knows (a plugin
+            that is not loaded right now) instead of reporting them.
 
     Raises:
         ConfigSetError: unknown config ids, invalid fields, or failed ``validate_config``.
@@ -63,6 +71,9 @@ async def resolve_config_set(
     result: ConfigSet = {}
     for key, entry in raw.items():
         ctor = ctors[entry.id]
+        if ctor is None and skip_unknown:
+            logger.info("config set key %s: no factory for %s is loaded; skipped", key, entry.id)
+            continue
         if ctor is None:
             issues.append(
                 f"{key}.id: unknown config id {entry.id!r}: no factory on the bus provides it"

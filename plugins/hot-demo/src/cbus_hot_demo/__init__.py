@@ -1,0 +1,1 @@
+"""The hot-demo plugin: the Go hot-demo controller and a greeter."""

@@ -1,0 +1,352 @@
+"""The filesystem loader controller: a directory of plugin wheels, kept in sync (BUS.md 9).
+
+Controller id ``controllerbus/hot/loader/filesystem/1``. Config ``dir`` (must exist)
+and ``watch``. A sync pass lists the directory (not recursively), keeps regular
+``*.whl`` files whose name parses as a wheel filename, and skips hidden and
+temporary files (``.name``, ``*.tmp``, ``*.part``, ``*.partial``, ``*~``), so a
+compiler or copier that writes through a temporary name is never half-read.
+
+The pass is planned first (:func:`plan_sync`, pure) and applied afterwards:
+
+1. **unload** plugins whose file is gone or changed and not replaced;
+2. **replace**: a new or changed file whose distribution is already loaded from
+   another file is loaded over it (verify, trial import, switch, roll back on
+   failure), so a bad new wheel leaves the old generation serving;
+3. **load** the remaining new files.
+
+Each step goes in sorted order; one failing wheel is logged and recorded in the
+manifest and does not stop the others. A failed file is retried when its size or
+mtime changes. With ``watch`` the directory is watched with watchfiles: changes
+are debounced (a pass runs once the directory has been quiet for ``step`` ms, at
+most ``debounce`` ms after the first change), and a watcher that cannot be set up
+ends the controller with an error instead of silently missing changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
+
+from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
+
+from controllerbus.bus.config import Config
+from controllerbus.bus.protocols import (
+    ConstructOpts,
+    Controller,
+    ControllerInfo,
+    DirectiveInstance,
+    Resolver,
+)
+from controllerbus.errors import LoaderError
+
+if TYPE_CHECKING:
+    from controllerbus.loader.host import PluginHost
+
+__all__ = [
+    "FILESYSTEM_LOADER_ID",
+    "FileStat",
+    "FilesystemLoaderConfig",
+    "FilesystemLoaderController",
+    "FilesystemLoaderFactory",
+    "SyncPlan",
+    "is_candidate",
+    "plan_sync",
+    "scan_dir",
+]
+
+logger = logging.getLogger(__name__)
+
+FILESYSTEM_LOADER_ID = "controllerbus/hot/loader/filesystem/1"
+_VERSION = "0.0.1"
+_TEMP_SUFFIXES = (".tmp", ".part", ".partial", "~")
+
+
+class FilesystemLoaderConfig(Config):
+    """``dir``: the plugins directory; ``watch``: re-sync on change."""
+
+    CONFIG_ID: ClassVar[str] = FILESYSTEM_LOADER_ID
+
+    dir: str = ""
+    watch: bool = False
+
+    def validate_config(self) -> None:
+        if not self.dir:
+            raise ValueError("dir must be set")
+
+
+@dataclass(frozen=True, slots=True)
+class FileStat:
+    """What identifies a version of a file for the loader: size and mtime (ns)."""
+
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, path: Path) -> FileStat:
+        """Stat ``path``."""
+        st = path.stat()
+        return cls(st.st_size, st.st_mtime_ns)
+
+
+@dataclass(frozen=True, slots=True)
+class SyncPlan:
+    """The work of one sync pass, each list sorted by file name.
+
+    Attributes:
+        unload: loaded files to unload (gone or changed, and not replaced).
+        replace: (old file, new file) pairs: the new file is loaded over the old one.
+        load: new files to load.
+        skip: files that failed before and have not changed since.
+    """
+
+    unload: tuple[Path, ...] = ()
+    replace: tuple[tuple[Path, Path], ...] = ()
+    load: tuple[Path, ...] = ()
+    skip: tuple[Path, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        """Nothing to do."""
+        return not (self.unload or self.replace or self.load)
+
+
+def is_candidate(name: str) -> bool:
+    """Whether a file name is a plugin wheel the loader should look at."""
+    if name.startswith(".") or name.endswith(_TEMP_SUFFIXES) or not name.endswith(".whl"):
+        return False
+    try:
+        parse_wheel_filename(name)
+    except InvalidWheelFilename:
+        return False
+    return True
+
+
+def _distribution(path: Path) -> str:
+    return canonicalize_name(parse_wheel_filename(path.name)[0])
+
+
+def plan_sync(
+    loaded: Mapping[Path, FileStat],
+    failed: Mapping[Path, FileStat],
+    found: Mapping[Path, FileStat],
+) -> SyncPlan:
+    """Decide a sync pass (pure).
+
+    Rules beyond "gone or changed → unload, new → load":
+
+    * Of several wheels of one distribution (``--no-cleanup`` leaves old ones), only
+      the newest (mtime, then name) that has not already failed unchanged counts.
+    * A new wheel of an already loaded distribution *replaces* it (one atomic switch
+      with rollback), instead of an unload followed by a load.
+    * The last good generation keeps serving: a loaded plugin whose file is gone is
+      kept while a failed, unchanged wheel of the same distribution is present.
+
+    Args:
+        loaded: files whose plugin is active now, with the stat they were loaded at.
+        failed: files that failed to load, with the stat they failed at.
+        found: the candidate files in the directory now.
+    """
+    stale = {p for p, st in found.items() if failed.get(p) == st and p not in loaded}
+    held = {_distribution(p) for p in stale}
+    newest: dict[str, Path] = {}
+    for path in sorted(set(found) - stale):
+        dist = _distribution(path)
+        best = newest.get(dist)
+        if best is None or (found[path].mtime_ns, path.name) > (found[best].mtime_ns, best.name):
+            newest[dist] = path
+    current = {p: found[p] for p in newest.values()}
+    gone_or_changed = sorted(
+        p
+        for p, st in loaded.items()
+        if current.get(p) != st and not (p not in found and _distribution(p) in held)
+    )
+    new = sorted(p for p, st in current.items() if loaded.get(p) != st)
+    by_dist = {_distribution(p): p for p in gone_or_changed}
+    replace: list[tuple[Path, Path]] = []
+    load: list[Path] = []
+    for path in new:
+        old = by_dist.pop(_distribution(path), None)
+        if old is not None:
+            replace.append((old, path))
+        else:
+            load.append(path)
+    replaced = {old for old, _ in replace}
+    unload = tuple(p for p in gone_or_changed if p not in replaced)
+    return SyncPlan(unload, tuple(replace), tuple(load), tuple(sorted(stale)))
+
+
+def scan_dir(directory: Path) -> dict[Path, FileStat]:
+    """Candidate wheels in ``directory`` (not recursive); stat failures are skipped."""
+    found: dict[Path, FileStat] = {}
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            if not is_candidate(entry.name):
+                continue
+            try:
+                if not entry.is_file(follow_symlinks=True):
+                    continue
+                st = entry.stat(follow_symlinks=True)
+            except OSError as exc:
+                logger.warning("cannot stat %s: %s; skipped", entry.path, exc)
+                continue
+            found[Path(entry.path)] = FileStat(st.st_size, st.st_mtime_ns)
+    return found
+
+
+@dataclass(eq=False)
+class FilesystemLoaderController:
+    """Keeps the plugins of one directory loaded (see the module docstring)."""
+
+    host: PluginHost
+    directory: Path
+    watch: bool = False
+    debounce_ms: int = 1600
+    step_ms: int = 100
+    loaded: dict[Path, tuple[FileStat, str]] = field(default_factory=dict)
+    failed: dict[Path, FileStat] = field(default_factory=dict)
+    synced: asyncio.Event = field(default_factory=asyncio.Event)
+    stopped: asyncio.Event = field(default_factory=asyncio.Event)
+    passes: int = 0
+
+    def get_controller_info(self) -> ControllerInfo:
+        return ControllerInfo(
+            FILESYSTEM_LOADER_ID, _VERSION, f"hot plugin filesystem loader: {self.directory}"
+        )
+
+    def handle_directive(self, inst: DirectiveInstance) -> Sequence[Resolver]:
+        return []
+
+    def close(self) -> None:
+        return None
+
+    async def execute(self) -> None:
+        """Sync once, then (with ``watch``) on every change; unload all on the way out."""
+        try:
+            await self.sync()
+            if self.watch:
+                await self._watch()
+            else:
+                await asyncio.Event().wait()
+        finally:
+            try:
+                await asyncio.shield(self._unload_all())
+            finally:
+                self.stopped.set()
+
+    async def _watch(self) -> None:
+        from watchfiles import Change, awatch
+
+        def wanted(_change: Change, path: str) -> bool:
+            # Deletions of temp names never matter; a rename into place shows up
+            # as an event on the final name.
+            return Path(path).parent == self.directory and is_candidate(Path(path).name)
+
+        try:
+            async for changes in awatch(
+                self.directory,
+                watch_filter=wanted,
+                debounce=self.debounce_ms,
+                step=self.step_ms,
+                recursive=False,
+                raise_interrupt=False,
+            ):
+                if logger.isEnabledFor(logging.DEBUG):
+                    logger.debug("%d change(s) in %s", len(changes), self.directory)
+                await self.sync()
+        except OSError as exc:
+            raise LoaderError(
+                f"cannot watch plugins directory {self.directory}: {exc}; raise the "
+                "inotify limits (fs.inotify.max_user_watches) or run with --no-watch"
+            ) from exc
+
+    async def sync(self) -> SyncPlan:
+        """One pass: plan against the directory, then unload, replace and load.
+
+        When a wheel fails, the pass plans again: an older wheel of the same plugin
+        (left by ``--no-cleanup``) gets its turn, and nothing is retried twice.
+        """
+        found = await asyncio.to_thread(scan_dir, self.directory)
+        first: SyncPlan | None = None
+        for _ in range(len(found) + 1):
+            plan = plan_sync({p: st for p, (st, _) in self.loaded.items()}, self.failed, found)
+            first = first or plan
+            if plan.empty:
+                break
+            logger.info(
+                "plugins dir %s: %d to unload, %d to replace, %d to load",
+                self.directory,
+                len(plan.unload),
+                len(plan.replace),
+                len(plan.load),
+            )
+            failures = len(self.failed)
+            for path in plan.unload:
+                await self._unload(path)
+            for old, new in plan.replace:
+                await self._load(new, found[new], replacing=old)
+            for path in plan.load:
+                await self._load(path, found[path])
+            if len(self.failed) == failures:
+                break
+        self.passes += 1
+        self.synced.set()
+        return first or SyncPlan()
+
+    async def _unload(self, path: Path) -> None:
+        _stat, binary_id = self.loaded.pop(path)
+        try:
+            await self.host.unload(binary_id)
+        except LoaderError as exc:
+            logger.warning("unable to unload plugin file %s: %s", path, exc)
+
+    async def _load(self, path: Path, stat: FileStat, replacing: Path | None = None) -> None:
+        try:
+            result = await self.host.load(path)
+        except LoaderError as exc:
+            logger.warning("unable to load plugin file %s: %s", path.name, exc)
+            self.failed[path] = stat
+            return
+        self.failed.pop(path, None)
+        if replacing is not None:
+            self.loaded.pop(replacing, None)
+        # Another file may have served this plugin before (a renamed wheel).
+        for other, (_st, binary_id) in list(self.loaded.items()):
+            if binary_id == result.binary_id and other != path:
+                del self.loaded[other]
+        self.loaded[path] = (stat, result.binary_id)
+
+    async def _unload_all(self) -> None:
+        for path in sorted(self.loaded, reverse=True):
+            await self._unload(path)
+
+
+class FilesystemLoaderFactory:
+    """Constructs :class:`FilesystemLoaderController` for one :class:`PluginHost`."""
+
+    def __init__(self, host: PluginHost) -> None:
+        self._host = host
+
+    def config_id(self) -> str:
+        return FILESYSTEM_LOADER_ID
+
+    def controller_id(self) -> str:
+        return FILESYSTEM_LOADER_ID
+
+    def construct_config(self) -> Config:
+        return FilesystemLoaderConfig()
+
+    def construct(self, config: Config, opts: ConstructOpts) -> Controller:
+        if not isinstance(config, FilesystemLoaderConfig):
+            raise TypeError(f"expected FilesystemLoaderConfig, got {type(config).__name__}")
+        directory = Path(config.dir).absolute()
+        if not directory.is_dir():
+            raise LoaderError(f"stat {directory}: plugins directory does not exist")
+        return FilesystemLoaderController(self._host, directory, watch=config.watch)
+
+    def version(self) -> str:
+        return _VERSION

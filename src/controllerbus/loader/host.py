@@ -1,0 +1,657 @@
+"""Load plugin wheels into the running process, and take them out again completely.
+
+:class:`PluginHost` drives the pipeline of one state directory:
+
+``load(wheel)``
+    verify (nothing written on failure) → host dependencies → install a generation
+    (atomic) → for a reload, a trial import in a subprocess with the new generation's
+    interpreter → unload the old generation → activate the new one. If activation
+    fails after the switch, the old generation is activated again. Every outcome is
+    recorded in the manifest; the last good generation keeps serving.
+
+``unload(binary_id)``
+    ``pre_unload()`` hook → stop the plugin's controllers (factory contexts set,
+    controllers removed, their ``ExecController`` directives closed) and wait until
+    their tasks have ended → remove its resolver controller → purge every module of
+    the generation and the import caches → garbage-collect → check with weak
+    references that the plugin's modules, classes, factories and controllers are
+    gone; survivors are reported with their holders and kept in the manifest.
+
+All public methods run on the event loop; blocking work (hashing, installing,
+subprocesses) goes to threads or asyncio subprocesses. Loads and unloads are
+serialised by a lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import importlib.util
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from controllerbus.bus.directives import ExecController
+from controllerbus.bus.resolver import ResolverController
+from controllerbus.loader.errors import (
+    HostDependencyError,
+    InvalidPlugin,
+    InvalidWheel,
+    LoaderError,
+    PluginFactoryError,
+    PluginImportError,
+    PluginPrepareError,
+)
+from controllerbus.loader.generation import Generation, apply_install, plan_install
+from controllerbus.loader.hostdeps import check_host_requirements
+from controllerbus.loader.manifest import (
+    Manifest,
+    ManifestRecord,
+    read_manifest,
+    utc_now,
+    wheel_key,
+    write_manifest,
+)
+from controllerbus.loader.plugin_resolver import PluginResolver
+from controllerbus.loader.probe import describe_exception, inspect_plugin, shape_problem
+from controllerbus.loader.purge import LeakProbe, modules_under, purge_generation
+from controllerbus.loader.verify import VerifiedWheel, build_hash_of, verify_wheel
+
+if TYPE_CHECKING:
+    from controllerbus.bus.bus import Bus
+    from controllerbus.loader.state import StateDir
+
+__all__ = ["LoadResult", "PluginHost", "UnloadReport"]
+
+logger = logging.getLogger(__name__)
+
+Prepare = Literal["subprocess", "inprocess"]
+
+# Seconds to wait between leak checks after an unload (about 0.4 s in all).
+_SETTLE_DELAYS = (0.0, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2)
+
+
+@dataclass(frozen=True, slots=True)
+class UnloadReport:
+    """What an unload removed and what survived it.
+
+    Attributes:
+        binary_id: the plugin.
+        generation: the generation id unloaded.
+        modules: module names purged from ``sys.modules``.
+        survivors: descriptions of tracked objects still alive, with their holders.
+        stuck: tasks that did not end within the stop timeout.
+        tracked: how many objects the leak probe watched.
+        unload_ms: wall time of the whole unload.
+    """
+
+    binary_id: str
+    generation: str
+    modules: tuple[str, ...]
+    survivors: tuple[str, ...]
+    stuck: tuple[str, ...]
+    tracked: int
+    unload_ms: float
+
+    @property
+    def clean(self) -> bool:
+        """Nothing survived and every task ended."""
+        return not self.survivors and not self.stuck
+
+
+@dataclass(frozen=True, slots=True)
+class LoadResult:
+    """A plugin now active on the bus.
+
+    Attributes:
+        binary_id / binary_version: the plugin's identity.
+        generation: the generation id (the wheel's sha256).
+        factories: config ids the plugin serves.
+        load_ms: verify + install + (trial import) + activate, in milliseconds.
+        reused: the generation directory already existed.
+        unchanged: this exact wheel was already active; nothing was done.
+        replaced: the unload report of the generation this one replaced.
+    """
+
+    binary_id: str
+    binary_version: str
+    generation: str
+    factories: tuple[str, ...]
+    load_ms: float
+    reused: bool = False
+    unchanged: bool = False
+    replaced: UnloadReport | None = None
+
+
+@dataclass(eq=False, slots=True)
+class _Active:
+    binary_id: str
+    binary_version: str
+    generation: Generation
+    plugin: Any
+    resolver: PluginResolver
+    controller: ResolverController
+    task: asyncio.Task[Any]
+    loaded_at: float = field(default_factory=time.time)
+
+
+@dataclass(eq=False, slots=True)
+class _Detached:
+    """A generation taken off the bus and purged, whose objects may still be dying."""
+
+    binary_id: str
+    generation: str
+    modules: tuple[str, ...]
+    probe: LeakProbe
+    stuck: tuple[str, ...]
+    started: float
+
+
+def _entry_point(verified: VerifiedWheel) -> tuple[str, str]:
+    points = verified.entry_points
+    if len(points) != 1:
+        names = ", ".join(ep.name for ep in points)
+        raise InvalidWheel(
+            verified.path,
+            [
+                "expected exactly one controllerbus.plugins entry point, "
+                f"found {len(points)}: {names or 'none'}"
+            ],
+        )
+    return points[0].name, points[0].value
+
+
+class PluginHost:
+    """Loads, reloads and unloads plugin wheels on one bus, with one state directory.
+
+    Args:
+        bus: the bus to register plugin factories on.
+        state: an entered (locked) :class:`~controllerbus.loader.state.StateDir`.
+        prepare: how a reload tries the new generation before switching:
+            ``"subprocess"`` (default; import and construct factories with the new
+            generation's interpreter) or ``"inprocess"`` (skip the trial; a failure
+            after the switch still rolls back).
+        stop_timeout: seconds to wait for a plugin's tasks to end on unload.
+        on_change: awaited after the set of active generations changed and before
+            the old generation's objects are checked for leaks: the place to drop
+            references to the old generation's objects (the daemon re-types its
+            config set there, so configs of the old classes go away).
+    """
+
+    def __init__(
+        self,
+        bus: Bus,
+        state: StateDir,
+        *,
+        prepare: Prepare = "subprocess",
+        stop_timeout: float = 10.0,
+        on_change: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self._bus = bus
+        self._on_change = on_change
+        self._state = state
+        self._prepare = prepare
+        self._stop_timeout = stop_timeout
+        self._active: dict[str, _Active] = {}
+        self._lock = asyncio.Lock()
+        self._manifest = read_manifest(state.path)
+        # Records saying "active" are from a previous process: nothing is loaded now.
+        self._manifest = Manifest(
+            plugins=[
+                r.model_copy(update={"status": "unloaded"}) if r.status == "active" else r
+                for r in self._manifest.plugins
+            ]
+        )
+
+    # -- queries -------------------------------------------------------------------------------
+
+    @property
+    def manifest(self) -> Manifest:
+        """The manifest as last written."""
+        return self._manifest
+
+    def active(self) -> dict[str, str]:
+        """Active plugins: binary id → generation id."""
+        return {bid: a.generation.id for bid, a in sorted(self._active.items())}
+
+    def active_wheel(self, binary_id: str) -> Path | None:
+        """The wheel file the active generation of ``binary_id`` came from."""
+        active = self._active.get(binary_id)
+        return active.generation.wheel.path if active is not None else None
+
+    # -- load ----------------------------------------------------------------------------------
+
+    async def load(self, wheel: Path) -> LoadResult:
+        """Load ``wheel``, replacing the active generation of the same plugin if any.
+
+        Raises:
+            LoaderError: verification, host dependencies, install, trial import or
+                activation failed. The manifest records the failure; a previously
+                active generation of the plugin keeps serving.
+        """
+        async with self._lock:
+            return await self._load(Path(wheel))
+
+    async def _load(self, wheel: Path) -> LoadResult:
+        started = time.perf_counter()
+        key = wheel_key(wheel)
+        verified: VerifiedWheel | None = None
+        # Only the old generation's identity is kept here, never its objects: a local
+        # reference to the old plugin would make its unload look like a leak.
+        old_generation: Generation | None = None
+        try:
+            verified = await asyncio.to_thread(verify_wheel, wheel)
+            key, ep_value = _entry_point(verified)
+            if key in self._active:
+                old_generation = self._active[key].generation
+            if old_generation is not None and old_generation.id == verified.sha256:
+                return self._unchanged(key)
+            self._check_host(verified, key, old_generation)
+            plan = plan_install(self._state.path, verified)
+            generation = await asyncio.to_thread(apply_install, plan)
+            if old_generation is not None and self._prepare == "subprocess":
+                await self._trial_import(generation, key, ep_value)
+        except LoaderError as exc:
+            self._record_failure(key, wheel, verified, exc, serving=old_generation is not None)
+            self._gc()
+            raise
+        detached = await self._deactivate(key) if old_generation is not None else None
+        try:
+            active = self._activate(generation, key, ep_value)
+        except LoaderError as exc:
+            restored = old_generation is not None and self._rollback(key, old_generation)
+            await self._changed()
+            if detached is not None:
+                await self._confirm(detached)
+            self._record_failure(key, wheel, verified, exc, serving=restored)
+            self._gc()
+            raise
+        self._active[key] = active
+        await self._changed()
+        replaced = await self._confirm(detached) if detached is not None else None
+        load_ms = (time.perf_counter() - started) * 1000
+        self._record(
+            ManifestRecord(
+                binary_id=key,
+                binary_version=active.binary_version,
+                build_hash=verified.build_hash,
+                wheel=str(wheel),
+                wheel_sha256=verified.sha256,
+                generation=generation.id,
+                status="active",
+                factories=active.resolver.config_ids(),
+                loaded_at=utc_now(),
+                load_ms=round(load_ms, 3),
+                leaks=list(replaced.survivors) if replaced is not None else [],
+            )
+        )
+        self._gc()
+        logger.info(
+            "plugin %s %s active (generation %s, %.1f ms%s)",
+            key,
+            active.binary_version,
+            generation.id[:12],
+            load_ms,
+            ", replaced " + replaced.generation[:12] if replaced is not None else "",
+            extra={"plugin": key, "generation": generation.id},
+        )
+        return LoadResult(
+            key,
+            active.binary_version,
+            generation.id,
+            tuple(active.resolver.config_ids()),
+            load_ms,
+            reused=generation.reused,
+            replaced=replaced,
+        )
+
+    def _unchanged(self, binary_id: str) -> LoadResult:
+        active = self._active[binary_id]
+        return LoadResult(
+            binary_id,
+            active.binary_version,
+            active.generation.id,
+            tuple(active.resolver.config_ids()),
+            0.0,
+            reused=True,
+            unchanged=True,
+        )
+
+    def _check_host(self, verified: VerifiedWheel, binary_id: str, old: Generation | None) -> None:
+        # Modules of the generation being replaced are not "shadowing" the new one.
+        old_path = str(old.path) if old is not None else None
+        first_party = [
+            name
+            for name in verified.top_level
+            if old_path is None or name not in _top_level_modules_under(old_path)
+        ]
+        check_host_requirements(
+            verified.requires_dist, plugin=binary_id, first_party_packages=first_party
+        )
+        # Not yet imported, but importable from the host: activation would shadow it.
+        shadowed = []
+        for name in first_party:
+            try:
+                spec = importlib.util.find_spec(name)
+            except (ImportError, ValueError):
+                continue
+            origin = _spec_location(spec)
+            if origin is not None and not origin.startswith(str(self._state.generations_dir)):
+                shadowed.append(
+                    f"the plugin vendors {name!r}, but the host can already import it from "
+                    f"{origin}; rename the plugin's package or uninstall the host's copy"
+                )
+        if shadowed:
+            raise HostDependencyError(binary_id, shadowed=shadowed)
+
+    async def _trial_import(self, generation: Generation, binary_id: str, ep_value: str) -> None:
+        argv = [
+            str(generation.python),
+            "-m",
+            "controllerbus.loader.probe",
+            f"{binary_id}={ep_value}",
+        ]
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            cwd=self._state.tmp_dir,
+            env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+        )
+        try:
+            async with asyncio.timeout(60):
+                out, err = await proc.communicate()
+        except BaseException:
+            # Never leave the child behind (trio run_process): kill, reap, re-raise.
+            if proc.returncode is None:
+                proc.kill()
+                await asyncio.shield(proc.wait())
+            raise
+        try:
+            result = json.loads(out.decode().strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            tail = err.decode(errors="replace").strip().splitlines()[-3:]
+            reason = f"exit status {proc.returncode}: {' | '.join(tail) or 'no output'}"
+            raise PluginPrepareError(binary_id, generation.wheel.path, reason) from None
+        if not result.get("ok"):
+            raise PluginPrepareError(binary_id, generation.wheel.path, str(result.get("error")))
+
+    def _activate(self, generation: Generation, binary_id: str, ep_value: str) -> _Active:
+        """Import the entry point and put the plugin's factories on the bus (sync)."""
+        site = str(generation.site_packages)
+        sys.path.insert(0, site)
+        importlib.invalidate_caches()
+        wheel = generation.wheel.path
+        try:
+            module_name, _, attr = ep_value.partition(":")
+            try:
+                obj: Any = importlib.import_module(module_name)
+                for part in attr.split(".") if attr else ():
+                    obj = getattr(obj, part)
+            except Exception as exc:
+                raise PluginImportError(
+                    binary_id, wheel, describe_exception(exc, within=str(generation.path))
+                ) from None
+            if (problem := shape_problem(obj)) is not None:
+                raise InvalidPlugin(binary_id, wheel, f"could not load hot plugin, {problem}")
+            try:
+                factories = list(obj.factories(self._bus))
+            except Exception as exc:
+                raise PluginFactoryError(
+                    binary_id, wheel, describe_exception(exc, within=str(generation.path))
+                ) from None
+            if issues := inspect_plugin(obj, binary_id, factories):
+                raise InvalidPlugin(binary_id, wheel, "; ".join(issues))
+        except LoaderError:
+            purge_generation(generation.path)
+            raise
+        resolver = PluginResolver(self._bus, binary_id, obj.binary_version, factories)
+        controller = ResolverController(self._bus, resolver)
+        task = self._bus.run_controller(controller)
+        return _Active(
+            binary_id, str(obj.binary_version), generation, obj, resolver, controller, task
+        )
+
+    def _rollback(self, binary_id: str, old: Generation) -> bool:
+        """Activate ``old`` again after a failed switch; ``True`` if it serves again."""
+        try:
+            restored = self._activate(old, binary_id, _entry_point(old.wheel)[1])
+        except LoaderError as exc:
+            logger.error(
+                "plugin %s: rolling back to the previous generation failed too: %s", binary_id, exc
+            )
+            return False
+        self._active[binary_id] = restored
+        logger.warning(
+            "plugin %s: the new generation failed; generation %s is serving again",
+            binary_id,
+            old.id[:12],
+        )
+        return True
+
+    # -- unload --------------------------------------------------------------------------------
+
+    async def unload(self, binary_id: str) -> UnloadReport:
+        """Unload the active generation of ``binary_id`` and record it as ``unloaded``.
+
+        Raises:
+            LoaderError: no such plugin is active.
+        """
+        async with self._lock:
+            if binary_id not in self._active:
+                loaded = ", ".join(sorted(self._active)) or "none"
+                raise LoaderError(f"plugin {binary_id} is not loaded (loaded: {loaded})")
+            detached = await self._deactivate(binary_id)
+            await self._changed()
+            report = await self._confirm(detached)
+            record = self._manifest.get(binary_id)
+            if record is not None:
+                self._record(
+                    record.model_copy(
+                        update={
+                            "status": "unloaded",
+                            "unloaded_at": utc_now(),
+                            "leaks": list(report.survivors),
+                        }
+                    )
+                )
+            self._gc()
+            return report
+
+    async def aclose(self) -> list[UnloadReport]:
+        """Unload every active plugin (reverse load order)."""
+        reports = []
+        for binary_id in reversed(list(self._active)):
+            reports.append(await self.unload(binary_id))
+        return reports
+
+    async def _changed(self) -> None:
+        if self._on_change is None:
+            return
+        try:
+            await self._on_change()
+        except Exception:
+            logger.exception("the on_change hook of the plugin host failed")
+
+    async def _deactivate(self, binary_id: str) -> _Detached:
+        """Stop the plugin and purge its generation; leaks are checked by :meth:`_confirm`."""
+        started = time.perf_counter()
+        active = self._active.pop(binary_id)
+        generation = active.generation
+        probe = _probe_plugin(active)
+        _call_pre_unload(active)
+        stuck = await self._wait_tasks(self._stop_plugin_controllers(active))
+        modules = tuple(modules_under(generation.path))
+        active.resolver.release()
+        # From here on nothing in this frame may refer to the plugin's objects.
+        del active
+        # Dispose callbacks and task done-callbacks run on the next loop iterations.
+        for _ in range(3):
+            await asyncio.sleep(0)
+        report = purge_generation(generation.path)
+        return _Detached(binary_id, generation.id, modules or report.modules, probe, stuck, started)
+
+    async def _confirm(self, detached: _Detached) -> UnloadReport:
+        """Collect garbage and report what of the unloaded generation is still alive.
+
+        Directives released by the unload (and by ``on_change``) let go of the old
+        objects over a few loop iterations, as their cancelled tasks finish: give
+        them a short, bounded time to settle before calling anything a leak.
+        """
+        for delay in _SETTLE_DELAYS:
+            if not detached.probe.alive():
+                break
+            await asyncio.sleep(delay)
+        survivors = tuple(str(s) for s in detached.probe.survivors())
+        unload_ms = (time.perf_counter() - detached.started) * 1000
+        short = detached.generation[:12]
+        if survivors:
+            logger.warning(
+                "plugin %s: %d object(s) survived the unload of generation %s:\n  %s",
+                detached.binary_id,
+                len(survivors),
+                short,
+                "\n  ".join(survivors),
+            )
+        logger.info(
+            "plugin %s unloaded (generation %s, %d modules purged, %d objects checked, %.1f ms)",
+            detached.binary_id,
+            short,
+            len(detached.modules),
+            len(detached.probe),
+            unload_ms,
+        )
+        return UnloadReport(
+            detached.binary_id,
+            detached.generation,
+            detached.modules,
+            survivors,
+            detached.stuck,
+            len(detached.probe),
+            unload_ms,
+        )
+
+    def _stop_plugin_controllers(self, active: _Active) -> list[asyncio.Task[Any]]:
+        tasks: list[asyncio.Task[Any]] = []
+        # Controllers first: their resolvers stop before their ExecController goes away.
+        tasks.extend(active.resolver.pre_plugin_unload())
+        ours = {id(f) for f in active.resolver.factories()}
+        for inst in self._bus.get_directives():
+            directive = inst.get_directive()
+            if isinstance(directive, ExecController) and id(directive.factory) in ours:
+                tasks.extend(inst.resolver_tasks())
+                inst.close()
+        active.controller.close()
+        tasks.extend(self._bus.remove_controller(active.controller))
+        active.task.cancel()
+        tasks.append(active.task)
+        return tasks
+
+    async def _wait_tasks(self, tasks: Iterable[asyncio.Task[Any]]) -> tuple[str, ...]:
+        pending = {t for t in tasks if not t.done()}
+        if not pending:
+            return ()
+        done, still = await asyncio.wait(pending, timeout=self._stop_timeout)
+        for task in done:
+            if not task.cancelled() and task.exception() is not None:
+                logger.debug(
+                    "task %s ended with %r while unloading", task.get_name(), task.exception()
+                )
+        return tuple(sorted(t.get_name() for t in still))
+
+    # -- manifest and state ---------------------------------------------------------------------
+
+    def _record(self, record: ManifestRecord) -> None:
+        self._manifest = self._manifest.upsert(record)
+        write_manifest(self._state.path, self._manifest)
+
+    def _record_failure(
+        self,
+        key: str,
+        wheel: Path,
+        verified: VerifiedWheel | None,
+        exc: LoaderError,
+        *,
+        serving: bool,
+    ) -> None:
+        logger.error("plugin %s: %s", key, exc, extra={"plugin": key, "wheel": str(wheel)})
+        existing = self._manifest.get(key)
+        if serving and existing is not None:
+            # The previous generation keeps serving: its record stays active, with the error.
+            self._record(existing.model_copy(update={"error": str(exc)}))
+            return
+        self._record(
+            ManifestRecord(
+                binary_id=key,
+                binary_version="",
+                build_hash=build_hash_of(verified.version) if verified is not None else "",
+                wheel=str(wheel),
+                wheel_sha256=verified.sha256 if verified is not None else "",
+                generation="",
+                status="failed",
+                error=str(exc),
+                loaded_at=utc_now(),
+            )
+        )
+
+    def _gc(self) -> None:
+        keep = {a.generation.id for a in self._active.values()}
+        try:
+            removed = self._state.gc_generations(keep)
+        except OSError as exc:
+            logger.warning("could not garbage-collect old generations: %s", exc)
+            return
+        if removed:
+            logger.debug(
+                "removed %d old generation(s): %s", len(removed), ", ".join(r[:12] for r in removed)
+            )
+
+
+def _probe_plugin(active: _Active) -> LeakProbe:
+    """Weak references to everything of the plugin that must die with the unload."""
+    probe = LeakProbe()
+    probe.track_generation(active.generation.path)
+    _track(probe, active.plugin, f"plugin object of {active.binary_id}")
+    for factory in active.resolver.factories():
+        _track(probe, factory.inner, f"factory {factory.config_id()}")
+        for controller in factory.constructed():
+            _track(probe, controller, f"controller {controller.get_controller_info().id}")
+    return probe
+
+
+def _call_pre_unload(active: _Active) -> None:
+    hook = getattr(active.plugin, "pre_unload", None)
+    if not callable(hook):
+        return
+    try:
+        hook()
+    except Exception as exc:
+        logger.error(
+            "plugin %s: pre_unload() raised: %s", active.binary_id, describe_exception(exc)
+        )
+
+
+def _track(probe: LeakProbe, obj: object, label: str) -> None:
+    try:
+        probe.track(obj, label)
+    except TypeError:
+        logger.debug("cannot weak-reference %s; not tracked", label)
+
+
+def _spec_location(spec: Any) -> str | None:
+    if spec is None:
+        return None
+    if spec.origin not in (None, "built-in", "frozen", "namespace"):
+        return str(spec.origin)
+    locations = list(spec.submodule_search_locations or [])
+    return str(locations[0]) if locations else None
+
+
+def _top_level_modules_under(path: str) -> set[str]:
+    return {name.split(".", 1)[0] for name in modules_under(path)}

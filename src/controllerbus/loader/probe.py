@@ -1,0 +1,112 @@
+"""Trial-import a plugin in a separate interpreter: ``python -m controllerbus.loader.probe``.
+
+Before a reload switches generations, the loader runs this with the *new*
+generation's interpreter: it imports the entry point, checks the plugin's shape and
+constructs its factories on a throw-away bus. An import error, a crash or a factory
+that raises shows up here, while the old generation is still serving. (The new
+generation cannot be imported in-process first: its first-party packages have the
+same names as the old one's.)
+
+Output: one JSON object on stdout, ``{"ok": true, "binary_id": ..., "binary_version":
+..., "factories": [...]}`` or ``{"ok": false, "error": "..."}`` (exit status 1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import traceback
+from collections.abc import Sequence
+from importlib.metadata import EntryPoint
+from typing import Any
+
+from controllerbus.plugin import ENTRY_POINT_GROUP
+
+__all__ = ["describe_exception", "inspect_plugin", "main"]
+
+
+def describe_exception(exc: BaseException, *, within: str | None = None) -> str:
+    """``Type: message (at file:line)``, naming the innermost frame inside ``within``.
+
+    Only text is kept: an exception object would hold the plugin's frames (and so its
+    modules) alive after unload.
+    """
+    frames = traceback.extract_tb(exc.__traceback__)
+    if within is not None:
+        frames = traceback.StackSummary.from_list(
+            [f for f in frames if f.filename.startswith(within)] or list(frames)
+        )
+    where = f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+    if isinstance(exc, SyntaxError) and exc.filename:
+        where = f" (at {exc.filename}:{exc.lineno})"
+    return f"{type(exc).__name__}: {exc}{where}"
+
+
+def inspect_plugin(plugin: object, expected_id: str, factories: Sequence[Any]) -> list[str]:
+    """Problems with a plugin object and its factories (empty = fine)."""
+    from controllerbus.bus.protocols import Factory
+
+    issues: list[str] = []
+    binary_id = getattr(plugin, "binary_id", None)
+    if binary_id != expected_id:
+        issues.append(
+            f"the entry point is named {expected_id!r} but the plugin's binary_id is {binary_id!r}"
+        )
+    for index, factory in enumerate(factories):
+        if not isinstance(factory, Factory):
+            issues.append(f"factories()[{index}] is a {type(factory).__name__}, not a Factory")
+    return issues
+
+
+def shape_problem(plugin: object) -> str | None:
+    """Why ``plugin`` is not a plugin object, or ``None`` if it looks like one."""
+    if plugin is None:
+        return "the entry point resolves to None (nil plugin global)"
+    missing = [
+        name for name in ("binary_id", "binary_version", "factories") if not hasattr(plugin, name)
+    ]
+    if missing:
+        return (
+            f"invalid type {type(plugin).__module__}.{type(plugin).__qualname__}: "
+            f"missing {', '.join(missing)}"
+        )
+    return None
+
+
+async def _factories(plugin: Any) -> list[Any]:
+    from controllerbus.bus.bus import Bus
+
+    async with Bus() as bus:
+        return list(plugin.factories(bus))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Probe ``NAME=module:attr`` and print the JSON result."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 1 or "=" not in args[0]:
+        print(json.dumps({"ok": False, "error": "usage: probe NAME=module:attr"}))
+        return 2
+    name, value = args[0].split("=", 1)
+    try:
+        plugin = EntryPoint(name, value, ENTRY_POINT_GROUP).load()
+        if (problem := shape_problem(plugin)) is not None:
+            raise TypeError(problem)
+        factories = asyncio.run(_factories(plugin))
+        issues = inspect_plugin(plugin, name, factories)
+        if issues:
+            raise TypeError("; ".join(issues))
+        result = {
+            "ok": True,
+            "binary_id": plugin.binary_id,
+            "binary_version": plugin.binary_version,
+            "factories": sorted(f.config_id() for f in factories),
+        }
+    except BaseException as exc:  # a probe reports whatever the plugin does, even SystemExit
+        result = {"ok": False, "error": describe_exception(exc)}
+    print(json.dumps(result))
+    return 0 if result["ok"] else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
