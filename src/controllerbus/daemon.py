@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +51,8 @@ __all__ = [
     "DEFAULT_STATE_DIR",
     "ConfigSetApplier",
     "DaemonOptions",
+    "DaemonSession",
+    "daemon_session",
     "read_config_document",
     "run_daemon",
 ]
@@ -184,6 +186,48 @@ class ConfigSetApplier:
             self._ref = None
 
 
+@dataclass(frozen=True, slots=True)
+class DaemonSession:
+    """A running daemon: its bus and, with a plugins directory, its plugin host."""
+
+    bus: Bus
+    host: PluginHost | None
+
+
+@contextlib.asynccontextmanager
+async def daemon_session(
+    options: DaemonOptions,
+    *,
+    factories: Iterable[Factory | Callable[[Bus], Factory]] = (),
+) -> AsyncIterator[DaemonSession]:
+    """Start the daemon's bus, plugins and config set; stop all of it on exit.
+
+    Raises:
+        ConfigError: the config set is missing or invalid.
+        LoaderError: the plugins directory or state directory cannot be used.
+        (Nothing is left running in either case.)
+    """
+    document = await read_config_document(options.config_path, write_config=options.write_config)
+    bus, static = new_core_bus([boilerplate.new_factory, *factories])
+    applier = ConfigSetApplier(bus, document, str(options.config_path))
+    host = None
+    async with bus, contextlib.AsyncExitStack() as stack:
+        _ctrl, _inst, cs_ref = await wait_exec_controller_running(
+            bus, LoadControllerWithConfig(ConfigSetConfig())
+        )
+        stack.callback(cs_ref.release)
+        if options.plugins_dir is not None:
+            state = stack.enter_context(StateDir(options.state_dir))
+            loader = await _start_plugin_loader(bus, static, state, options, applier)
+            host = loader.host
+            stack.push_async_callback(loader.stop)
+        stack.callback(applier.close)
+        await _apply_initial(applier, options)
+        yield DaemonSession(bus, host)
+        logger.info("shutting down")
+    logger.info("stopped")
+
+
 async def run_daemon(
     options: DaemonOptions,
     stop: asyncio.Event,
@@ -195,25 +239,9 @@ async def run_daemon(
     Raises:
         ConfigError: the config set is missing or invalid.
         LoaderError: the plugins directory or state directory cannot be used.
-        (Nothing is left running in either case.)
     """
-    document = await read_config_document(options.config_path, write_config=options.write_config)
-    bus, static = new_core_bus([boilerplate.new_factory, *factories])
-    applier = ConfigSetApplier(bus, document, str(options.config_path))
-    async with bus, contextlib.AsyncExitStack() as stack:
-        _ctrl, _inst, cs_ref = await wait_exec_controller_running(
-            bus, LoadControllerWithConfig(ConfigSetConfig())
-        )
-        stack.callback(cs_ref.release)
-        if options.plugins_dir is not None:
-            state = stack.enter_context(StateDir(options.state_dir))
-            loader = await _start_plugin_loader(bus, static, state, options, applier)
-            stack.push_async_callback(loader.stop)
-        stack.callback(applier.close)
-        await _apply_initial(applier, options)
+    async with daemon_session(options, factories=factories):
         await stop.wait()
-        logger.info("shutting down")
-    logger.info("stopped")
 
 
 async def _apply_initial(applier: ConfigSetApplier, options: DaemonOptions) -> None:

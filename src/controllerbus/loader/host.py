@@ -32,6 +32,7 @@ import logging
 import os
 import sys
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -200,6 +201,8 @@ class PluginHost:
         self._stop_timeout = stop_timeout
         self._active: dict[str, _Active] = {}
         self._lock = asyncio.Lock()
+        self.unload_reports: deque[UnloadReport] = deque(maxlen=32)
+        """The most recent unload reports (reloads included), oldest first."""
         self._manifest = read_manifest(state.path)
         # Records saying "active" are from a previous process: nothing is loaded now.
         self._manifest = Manifest(
@@ -527,7 +530,7 @@ class PluginHost:
             len(detached.probe),
             unload_ms,
         )
-        return UnloadReport(
+        report = UnloadReport(
             detached.binary_id,
             detached.generation,
             detached.modules,
@@ -536,6 +539,8 @@ class PluginHost:
             len(detached.probe),
             unload_ms,
         )
+        self.unload_reports.append(report)
+        return report
 
     def _stop_plugin_controllers(self, active: _Active) -> list[asyncio.Task[Any]]:
         tasks: list[asyncio.Task[Any]] = []
