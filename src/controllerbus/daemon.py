@@ -269,6 +269,7 @@ class _PluginLoader:
                 await self.controller.stopped.wait()
         except TimeoutError:
             logger.error("plugins were still unloading after 60 s: %s", self.host.active())
+        await self.host.aclose()
 
 
 async def _start_plugin_loader(

@@ -25,9 +25,9 @@ serialised by a lock.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import importlib.util
-import json
 import logging
 import os
 import sys
@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from controllerbus.bus.directives import ExecController
 from controllerbus.bus.resolver import ResolverController
+from controllerbus.errors import ControllerBusError
 from controllerbus.loader.errors import (
     HostDependencyError,
     InvalidPlugin,
@@ -62,6 +63,7 @@ from controllerbus.loader.manifest import (
 from controllerbus.loader.plugin_resolver import PluginResolver
 from controllerbus.loader.probe import describe_exception, inspect_plugin, shape_problem
 from controllerbus.loader.purge import LeakProbe, modules_under, purge_generation
+from controllerbus.loader.trial import TrialServer, trial_in_subprocess
 from controllerbus.loader.verify import VerifiedWheel, build_hash_of, verify_wheel
 
 if TYPE_CHECKING:
@@ -72,7 +74,9 @@ __all__ = ["LoadResult", "PluginHost", "UnloadReport"]
 
 logger = logging.getLogger(__name__)
 
-Prepare = Literal["subprocess", "inprocess"]
+Prepare = Literal["fork", "subprocess", "inprocess"]
+
+DEFAULT_PREPARE: Prepare = "fork" if hasattr(os, "fork") else "subprocess"
 
 # Seconds to wait between leak checks after an unload (about 0.4 s in all).
 _SETTLE_DELAYS = (0.0, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2)
@@ -142,6 +146,22 @@ class _Active:
     loaded_at: float = field(default_factory=time.time)
 
 
+class _Phases:
+    """Wall time of each phase of a load, for the debug log."""
+
+    def __init__(self, started: float) -> None:
+        self._last = started
+        self._marks: list[tuple[str, float]] = []
+
+    def mark(self, name: str) -> None:
+        now = time.perf_counter()
+        self._marks.append((name, (now - self._last) * 1000))
+        self._last = now
+
+    def __str__(self) -> str:
+        return ", ".join(f"{name} {ms:.1f} ms" for name, ms in self._marks)
+
+
 @dataclass(eq=False, slots=True)
 class _Detached:
     """A generation taken off the bus and purged, whose objects may still be dying."""
@@ -174,9 +194,11 @@ class PluginHost:
     Args:
         bus: the bus to register plugin factories on.
         state: an entered (locked) :class:`~controllerbus.loader.state.StateDir`.
-        prepare: how a reload tries the new generation before switching:
-            ``"subprocess"`` (default; import and construct factories with the new
-            generation's interpreter) or ``"inprocess"`` (skip the trial; a failure
+        prepare: how a reload tries the new generation before switching (import the
+            entry point and construct the factories out of process):
+            ``"fork"`` (default on POSIX; a warm server forks one child per trial,
+            milliseconds), ``"subprocess"`` (a fresh interpreter of the new
+            generation's own venv, ~0.4 s) or ``"inprocess"`` (no trial; a failure
             after the switch still rolls back).
         stop_timeout: seconds to wait for a plugin's tasks to end on unload.
         on_change: awaited after the set of active generations changed and before
@@ -190,7 +212,7 @@ class PluginHost:
         bus: Bus,
         state: StateDir,
         *,
-        prepare: Prepare = "subprocess",
+        prepare: Prepare = DEFAULT_PREPARE,
         stop_timeout: float = 10.0,
         on_change: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
@@ -198,6 +220,7 @@ class PluginHost:
         self._on_change = on_change
         self._state = state
         self._prepare = prepare
+        self._trials: TrialServer | None = None
         self._stop_timeout = stop_timeout
         self._active: dict[str, _Active] = {}
         self._lock = asyncio.Lock()
@@ -243,6 +266,7 @@ class PluginHost:
 
     async def _load(self, wheel: Path) -> LoadResult:
         started = time.perf_counter()
+        phases = _Phases(started)
         key = wheel_key(wheel)
         verified: VerifiedWheel | None = None
         # Only the old generation's identity is kept here, never its objects: a local
@@ -250,6 +274,7 @@ class PluginHost:
         old_generation: Generation | None = None
         try:
             verified = await asyncio.to_thread(verify_wheel, wheel)
+            phases.mark("verify")
             key, ep_value = _entry_point(verified)
             if key in self._active:
                 old_generation = self._active[key].generation
@@ -258,15 +283,19 @@ class PluginHost:
             self._check_host(verified, key, old_generation)
             plan = plan_install(self._state.path, verified)
             generation = await asyncio.to_thread(apply_install, plan)
-            if old_generation is not None and self._prepare == "subprocess":
+            phases.mark("install")
+            if old_generation is not None and self._prepare != "inprocess":
                 await self._trial_import(generation, key, ep_value)
+                phases.mark("trial")
         except LoaderError as exc:
             self._record_failure(key, wheel, verified, exc, serving=old_generation is not None)
             self._gc()
             raise
         detached = await self._deactivate(key) if old_generation is not None else None
+        phases.mark("stop old")
         try:
             active = self._activate(generation, key, ep_value)
+            phases.mark("activate")
         except LoaderError as exc:
             restored = old_generation is not None and self._rollback(key, old_generation)
             await self._changed()
@@ -276,9 +305,13 @@ class PluginHost:
             self._gc()
             raise
         self._active[key] = active
+        self._prewarm()
         await self._changed()
+        phases.mark("on_change")
         replaced = await self._confirm(detached) if detached is not None else None
+        phases.mark("leak check")
         load_ms = (time.perf_counter() - started) * 1000
+        logger.debug("plugin %s load phases: %s", key, phases)
         self._record(
             ManifestRecord(
                 binary_id=key,
@@ -313,6 +346,15 @@ class PluginHost:
             reused=generation.reused,
             replaced=replaced,
         )
+
+    def _prewarm(self) -> None:
+        """Start the trial server in the background, so the first reload is fast too."""
+        if self._prepare != "fork" or self._trials is not None:
+            return
+        self._trials = TrialServer(self._state.tmp_dir)
+        # If the bus is closing, the server starts on demand instead, if ever.
+        with contextlib.suppress(ControllerBusError):
+            self._bus.spawn(self._trials.start(), name="trial-import server")
 
     def _unchanged(self, binary_id: str) -> LoadResult:
         active = self._active[binary_id]
@@ -354,34 +396,13 @@ class PluginHost:
             raise HostDependencyError(binary_id, shadowed=shadowed)
 
     async def _trial_import(self, generation: Generation, binary_id: str, ep_value: str) -> None:
-        argv = [
-            str(generation.python),
-            "-m",
-            "controllerbus.loader.probe",
-            f"{binary_id}={ep_value}",
-        ]
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            cwd=self._state.tmp_dir,
-            env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
-        )
-        try:
-            async with asyncio.timeout(60):
-                out, err = await proc.communicate()
-        except BaseException:
-            # Never leave the child behind (trio run_process): kill, reap, re-raise.
-            if proc.returncode is None:
-                proc.kill()
-                await asyncio.shield(proc.wait())
-            raise
-        try:
-            result = json.loads(out.decode().strip().splitlines()[-1])
-        except (ValueError, IndexError):
-            tail = err.decode(errors="replace").strip().splitlines()[-3:]
-            reason = f"exit status {proc.returncode}: {' | '.join(tail) or 'no output'}"
-            raise PluginPrepareError(binary_id, generation.wheel.path, reason) from None
+        entry = f"{binary_id}={ep_value}"
+        if self._prepare == "fork":
+            if self._trials is None:
+                self._trials = TrialServer(self._state.tmp_dir)
+            result = await self._trials.trial(generation.site_packages, entry)
+        else:
+            result = await trial_in_subprocess(generation.python, self._state.tmp_dir, entry)
         if not result.get("ok"):
             raise PluginPrepareError(binary_id, generation.wheel.path, str(result.get("error")))
 
@@ -468,10 +489,12 @@ class PluginHost:
             return report
 
     async def aclose(self) -> list[UnloadReport]:
-        """Unload every active plugin (reverse load order)."""
+        """Unload every active plugin (reverse load order) and stop the trial server."""
         reports = []
         for binary_id in reversed(list(self._active)):
             reports.append(await self.unload(binary_id))
+        if self._trials is not None:
+            await self._trials.aclose()
         return reports
 
     async def _changed(self) -> None:

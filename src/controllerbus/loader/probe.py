@@ -15,15 +15,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import traceback
 from collections.abc import Sequence
 from importlib.metadata import EntryPoint
-from typing import Any
+from typing import Any, TextIO
 
 from controllerbus.plugin import ENTRY_POINT_GROUP
 
-__all__ = ["describe_exception", "inspect_plugin", "main"]
+__all__ = ["describe_exception", "inspect_plugin", "main", "probe", "serve", "shape_problem"]
 
 
 def describe_exception(exc: BaseException, *, within: str | None = None) -> str:
@@ -81,13 +82,8 @@ async def _factories(plugin: Any) -> list[Any]:
         return list(plugin.factories(bus))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Probe ``NAME=module:attr`` and print the JSON result."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    if len(args) != 1 or "=" not in args[0]:
-        print(json.dumps({"ok": False, "error": "usage: probe NAME=module:attr"}))
-        return 2
-    name, value = args[0].split("=", 1)
+def probe(name: str, value: str) -> dict[str, Any]:
+    """Import entry point ``name = value`` and construct its factories; JSON-able result."""
     try:
         plugin = EntryPoint(name, value, ENTRY_POINT_GROUP).load()
         if (problem := shape_problem(plugin)) is not None:
@@ -96,14 +92,79 @@ def main(argv: Sequence[str] | None = None) -> int:
         issues = inspect_plugin(plugin, name, factories)
         if issues:
             raise TypeError("; ".join(issues))
-        result = {
+        return {
             "ok": True,
             "binary_id": plugin.binary_id,
             "binary_version": plugin.binary_version,
             "factories": sorted(f.config_id() for f in factories),
         }
     except BaseException as exc:  # a probe reports whatever the plugin does, even SystemExit
-        result = {"ok": False, "error": describe_exception(exc)}
+        return {"ok": False, "error": describe_exception(exc)}
+
+
+def serve(stdin: TextIO, stdout: TextIO) -> int:
+    """Answer trial-import requests, one forked child each (a warm "zygote").
+
+    Starting an interpreter and importing the bus costs ~0.4 s; forking this warm,
+    single-threaded process costs milliseconds. Each request is a JSON line
+    ``{"site": <site-packages>, "entry": "NAME=module:attr"}``; each answer a JSON
+    line as :func:`probe` returns. The child imports the plugin with ``site`` first
+    on ``sys.path`` (as the host does), answers, and exits; the server's own module
+    state never sees plugin code.
+    """
+    from controllerbus.bus import bus as _bus  # noqa: F401  (warm the imports children need)
+
+    stdout.write("ready\n")
+    stdout.flush()
+    for line in stdin:
+        try:
+            request = json.loads(line)
+            site, entry = str(request["site"]), str(request["entry"])
+            name, value = entry.split("=", 1)
+        except (ValueError, KeyError, TypeError) as exc:
+            stdout.write(json.dumps({"ok": False, "error": f"bad request: {exc}"}) + "\n")
+            stdout.flush()
+            continue
+        read_fd, write_fd = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # child: import, answer through the pipe, never return
+            os.close(read_fd)
+            code = 0
+            try:
+                sys.path.insert(0, site)
+                answer = json.dumps(probe(name, value)).encode()
+                os.write(write_fd, answer)
+            except BaseException:
+                code = 1
+            finally:
+                os._exit(code)
+        os.close(write_fd)
+        with os.fdopen(read_fd, "rb") as pipe:
+            answer_bytes = pipe.read()
+        _pid, status = os.waitpid(pid, 0)
+        if not answer_bytes:
+            reason = f"the trial import crashed ({_describe_status(status)})"
+            answer_bytes = json.dumps({"ok": False, "error": reason}).encode()
+        stdout.write(answer_bytes.decode() + "\n")
+        stdout.flush()
+    return 0
+
+
+def _describe_status(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"killed by signal {os.WTERMSIG(status)}"
+    return f"exit status {os.waitstatus_to_exitcode(status)}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``probe NAME=module:attr`` prints one JSON result; ``probe --serve`` serves many."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args == ["--serve"]:
+        return serve(sys.stdin, sys.stdout)
+    if len(args) != 1 or "=" not in args[0]:
+        print(json.dumps({"ok": False, "error": "usage: probe NAME=module:attr | --serve"}))
+        return 2
+    result = probe(*args[0].split("=", 1))
     print(json.dumps(result))
     return 0 if result["ok"] else 1
 
