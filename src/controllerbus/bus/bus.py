@@ -154,7 +154,10 @@ class Bus:
             raise
         except Exception as exc:
             logger.warning(
-                "controller exited with error: %s: %s", info.id, exc, extra={"controller": info.id}
+                "controller exited with error: %s: %s",
+                info.id,
+                str(exc),
+                extra={"controller": info.id},
             )
             raise
         finally:

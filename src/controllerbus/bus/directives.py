@@ -22,6 +22,7 @@ __all__ = [
     "LoadConfigConstructorByID",
     "LoadControllerWithConfig",
     "LoadFactoryByConfig",
+    "strip_traceback",
 ]
 
 _ONE_HARD = ValueOptions(max_value_count=1, max_value_hard_cap=True)
@@ -39,18 +40,40 @@ def _require_config(config: object) -> None:
         raise ValueError("config cannot be empty")
 
 
+def strip_traceback(exc: BaseException) -> BaseException:
+    """Drop the tracebacks of ``exc`` and of its causes and contexts; return ``exc``.
+
+    An error kept as a value (on a directive, in a config-set state) would otherwise
+    keep every frame it passed through alive, and with them the objects, classes
+    and modules of a plugin generation that has since been unloaded. Log the
+    traceback where the error happens; keep only the error itself.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        current.__traceback__ = None
+        current = current.__cause__ or current.__context__
+    return exc
+
+
 @dataclass(frozen=True, slots=True)
 class ExecControllerValue:
     """The state of an executing controller, attached to ``ExecController`` directives.
 
     ``controller`` may be set together with ``error``; ``next_retry_timestamp`` is set
-    while the loader waits before retrying a failed controller.
+    while the loader waits before retrying a failed controller. The error's traceback
+    is dropped (see :func:`strip_traceback`).
     """
 
     controller: Controller | None = None
     error: BaseException | None = None
     next_retry_timestamp: float | None = None
     updated_timestamp: float = field(default_factory=time.time)
+
+    def __post_init__(self) -> None:
+        if self.error is not None:
+            strip_traceback(self.error)
 
 
 @dataclass(frozen=True, eq=False, slots=True)

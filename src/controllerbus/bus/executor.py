@@ -105,7 +105,7 @@ class _ExecResolver:
                 if delay is None:
                     exhausted = BackoffExhausted(f"backoff timeout exceeded: {last_err}")
                     exhausted.__cause__ = last_err
-                    logger.error("controller %s: giving up: %s", controller_id, exhausted)
+                    logger.error("controller %s: giving up: %s", controller_id, str(exhausted))
                     handler.add_value(ExecControllerValue(error=exhausted))
                     return
                 logger.info("controller %s: retrying in %.2fs", controller_id, delay)
@@ -125,7 +125,7 @@ class _ExecResolver:
                 )
                 controller = factory.construct(config, opts)
             except Exception as exc:
-                logger.error("cannot construct controller %s: %s", controller_id, exc)
+                logger.error("cannot construct controller %s: %s", controller_id, str(exc))
                 err = ControllerFailed(f"construct controller {controller_id}: {exc}")
                 err.__cause__ = exc
                 handler.add_value(ExecControllerValue(error=err))

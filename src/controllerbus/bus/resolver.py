@@ -152,7 +152,10 @@ class _LoadControllerResolver:
         try:
             _inst, ref = ctrl._bus.add_directive(ExecController(factory, self._config), passthru)
         except Exception as exc:
-            logger.warning("cannot execute controller for %s: %s", self._config.config_id(), exc)
+            # Log text, not the exception: a retained log record must not pin its frames.
+            logger.warning(
+                "cannot execute controller for %s: %s", self._config.config_id(), str(exc)
+            )
             handler.add_value(ExecControllerValue(error=exc))
             return
         waits = [exec_disposed, ctrl._closed]
