@@ -32,6 +32,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+from controllerbus._fs import fsync_dir
 from controllerbus.compiler.errors import BuildFailed
 from controllerbus.compiler.plan import SOURCE_DATE_EPOCH
 
@@ -145,11 +146,7 @@ def publish_wheel(built: Path, target: Path) -> str:
         digest = hashlib.file_digest(f, "sha256").hexdigest()
         os.fsync(f.fileno())
     os.replace(built, target)
-    dir_fd = os.open(target.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    fsync_dir(target.parent)
     return digest
 
 

@@ -56,7 +56,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, NewType
 
-from controllerbus.loader import _fs
+from controllerbus import _fs
 from controllerbus.loader.errors import InstallError, LoaderError, WheelChanged
 from controllerbus.loader.verify import VerifiedWheel, verify_wheel
 

@@ -28,7 +28,7 @@ from typing import Final, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
-from controllerbus.loader import _fs
+from controllerbus import _fs
 from controllerbus.loader.errors import CorruptManifest
 
 __all__ = [

@@ -27,7 +27,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
-from controllerbus.loader import _fs
+from controllerbus import _fs
 from controllerbus.loader.errors import StateDirError, StateDirLocked
 
 if TYPE_CHECKING:
