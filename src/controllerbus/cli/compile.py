@@ -340,3 +340,7 @@ def _setup_logging(verbose: int) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     """Console-script entry point of ``cbus-compile``."""
     cli.main(args=list(argv) if argv is not None else None, prog_name="cbus-compile")
+
+
+if __name__ == "__main__":
+    main()

@@ -63,7 +63,6 @@ logger = logging.getLogger(__name__)
 
 FILESYSTEM_LOADER_ID = "controllerbus/hot/loader/filesystem/1"
 _VERSION = "0.0.1"
-_TEMP_SUFFIXES = (".tmp", ".part", ".partial", "~")
 
 
 class FilesystemLoaderConfig(Config):
@@ -116,8 +115,12 @@ class SyncPlan:
 
 
 def is_candidate(name: str) -> bool:
-    """Whether a file name is a plugin wheel the loader should look at."""
-    if name.startswith(".") or name.endswith(_TEMP_SUFFIXES) or not name.endswith(".whl"):
+    """Whether a file name is a plugin wheel the loader should look at.
+
+    Hidden files and anything not ending in ``.whl`` (``x.whl.tmp``, ``x.whl.part``)
+    are not: writers that go through a temporary name are never half-read.
+    """
+    if name.startswith(".") or not name.endswith(".whl"):
         return False
     try:
         parse_wheel_filename(name)
@@ -151,7 +154,9 @@ def plan_sync(
         failed: files that failed to load, with the stat they failed at.
         found: the candidate files in the directory now.
     """
-    stale = {p for p, st in found.items() if failed.get(p) == st and p not in loaded}
+    # A wheel that failed and has not changed since; a loaded file rewritten in place
+    # with a bad wheel counts too (its loaded stat differs from the found one).
+    stale = {p for p, st in found.items() if failed.get(p) == st and loaded.get(p) != st}
     held = {_distribution(p) for p in stale}
     newest: dict[str, Path] = {}
     for path in sorted(set(found) - stale):
@@ -163,7 +168,8 @@ def plan_sync(
     gone_or_changed = sorted(
         p
         for p, st in loaded.items()
-        if current.get(p) != st and not (p not in found and _distribution(p) in held)
+        if current.get(p) != st
+        and not ((p not in found or p in stale) and _distribution(p) in held)
     )
     new = sorted(p for p, st in current.items() if loaded.get(p) != st)
     by_dist = {_distribution(p): p for p in gone_or_changed}
@@ -246,6 +252,10 @@ class FilesystemLoaderController:
             # as an event on the final name.
             return Path(path).parent == self.directory and is_candidate(Path(path).name)
 
+        # The first sync ran before the watcher existed: a wheel written meanwhile
+        # would never produce an event. yield_on_timeout makes awatch yield (maybe
+        # empty) once it is armed, and that first yield triggers a catch-up sync.
+        armed = False
         try:
             async for changes in awatch(
                 self.directory,
@@ -253,8 +263,12 @@ class FilesystemLoaderController:
                 debounce=self.debounce_ms,
                 step=self.step_ms,
                 recursive=False,
-                raise_interrupt=False,
+                rust_timeout=self.debounce_ms,
+                yield_on_timeout=True,
             ):
+                if armed and not changes:
+                    continue
+                armed = True
                 if logger.isEnabledFor(logging.DEBUG):
                     logger.debug("%d change(s) in %s", len(changes), self.directory)
                 await self.sync()

@@ -76,6 +76,10 @@ logger = logging.getLogger(__name__)
 
 Prepare = Literal["fork", "subprocess", "inprocess"]
 
+# What plugin code may raise that the host turns into a load error. SystemExit too:
+# a plugin calling sys.exit() at import must not stop the daemon.
+_PLUGIN_ERRORS = (Exception, SystemExit)
+
 DEFAULT_PREPARE: Prepare = "fork" if hasattr(os, "fork") else "subprocess"
 
 # Seconds to wait between leak checks after an unload (about 0.4 s in all).
@@ -407,32 +411,35 @@ class PluginHost:
             raise PluginPrepareError(binary_id, generation.wheel.path, str(result.get("error")))
 
     def _activate(self, generation: Generation, binary_id: str, ep_value: str) -> _Active:
-        """Import the entry point and put the plugin's factories on the bus (sync)."""
+        """Import the entry point and put the plugin's factories on the bus (sync).
+
+        Whatever the plugin raises (``SystemExit`` included), the generation is
+        purged again before the error leaves: nothing half-imported stays behind.
+        """
         site = str(generation.site_packages)
         sys.path.insert(0, site)
         importlib.invalidate_caches()
         wheel = generation.wheel.path
+        within = str(generation.path)
         try:
             module_name, _, attr = ep_value.partition(":")
             try:
                 obj: Any = importlib.import_module(module_name)
                 for part in attr.split(".") if attr else ():
                     obj = getattr(obj, part)
-            except Exception as exc:
-                raise PluginImportError(
-                    binary_id, wheel, describe_exception(exc, within=str(generation.path))
-                ) from None
+            except _PLUGIN_ERRORS as exc:
+                reason = describe_exception(exc, within=within)
+                raise PluginImportError(binary_id, wheel, reason) from None
             if (problem := shape_problem(obj)) is not None:
                 raise InvalidPlugin(binary_id, wheel, f"could not load hot plugin, {problem}")
             try:
                 factories = list(obj.factories(self._bus))
-            except Exception as exc:
-                raise PluginFactoryError(
-                    binary_id, wheel, describe_exception(exc, within=str(generation.path))
-                ) from None
+            except _PLUGIN_ERRORS as exc:
+                reason = describe_exception(exc, within=within)
+                raise PluginFactoryError(binary_id, wheel, reason) from None
             if issues := inspect_plugin(obj, binary_id, factories):
                 raise InvalidPlugin(binary_id, wheel, "; ".join(issues))
-        except LoaderError:
+        except BaseException:
             purge_generation(generation.path)
             raise
         resolver = PluginResolver(self._bus, binary_id, obj.binary_version, factories)
@@ -495,6 +502,7 @@ class PluginHost:
             reports.append(await self.unload(binary_id))
         if self._trials is not None:
             await self._trials.aclose()
+            self._trials = None
         return reports
 
     async def _changed(self) -> None:
@@ -506,22 +514,47 @@ class PluginHost:
             logger.exception("the on_change hook of the plugin host failed")
 
     async def _deactivate(self, binary_id: str) -> _Detached:
-        """Stop the plugin and purge its generation; leaks are checked by :meth:`_confirm`."""
+        """Stop the plugin and purge its generation; leaks are checked by :meth:`_confirm`.
+
+        Safe to cancel: an interrupted unload still purges the generation (the host
+        no longer knows the plugin, so nothing else could) and records it.
+        """
         started = time.perf_counter()
         active = self._active.pop(binary_id)
         generation = active.generation
         probe = _probe_plugin(active)
-        _call_pre_unload(active)
-        stuck = await self._wait_tasks(self._stop_plugin_controllers(active))
         modules = tuple(modules_under(generation.path))
-        active.resolver.release()
-        # From here on nothing in this frame may refer to the plugin's objects.
-        del active
-        # Dispose callbacks and task done-callbacks run on the next loop iterations.
-        for _ in range(3):
-            await asyncio.sleep(0)
+        try:
+            _call_pre_unload(active)
+            tasks = self._stop_plugin_controllers(active)
+            active.resolver.release()
+            # From here on nothing in this frame may refer to the plugin's objects.
+            del active
+            stuck = await self._wait_tasks(tasks)
+            # Dispose callbacks and task done-callbacks run on the next loop iterations.
+            for _ in range(3):
+                await asyncio.sleep(0)
+        except BaseException:
+            purge_generation(generation.path)
+            self._record_interrupted(binary_id)
+            raise
         report = purge_generation(generation.path)
         return _Detached(binary_id, generation.id, modules or report.modules, probe, stuck, started)
+
+    def _record_interrupted(self, binary_id: str) -> None:
+        record = self._manifest.get(binary_id)
+        if record is None:
+            return
+        logger.warning("plugin %s: unload interrupted; its generation was purged", binary_id)
+        self._record(
+            record.model_copy(
+                update={
+                    "status": "unloaded",
+                    "unloaded_at": utc_now(),
+                    "error": "unload interrupted (cancelled); the generation was purged",
+                }
+            )
+        )
 
     async def _confirm(self, detached: _Detached) -> UnloadReport:
         """Collect garbage and report what of the unloaded generation is still alive.
@@ -530,11 +563,14 @@ class PluginHost:
         objects over a few loop iterations, as their cancelled tasks finish: give
         them a short, bounded time to settle before calling anything a leak.
         """
+        alive = True
         for delay in _SETTLE_DELAYS:
-            if not detached.probe.alive():
+            alive = bool(detached.probe.alive())
+            if not alive:
                 break
             await asyncio.sleep(delay)
-        survivors = tuple(str(s) for s in detached.probe.survivors())
+        # survivors() collects garbage again and scans referrers: only when needed.
+        survivors = tuple(str(s) for s in detached.probe.survivors()) if alive else ()
         unload_ms = (time.perf_counter() - detached.started) * 1000
         short = detached.generation[:12]
         if survivors:

@@ -87,11 +87,11 @@ def probe(name: str, value: str) -> dict[str, Any]:
     try:
         plugin = EntryPoint(name, value, ENTRY_POINT_GROUP).load()
         if (problem := shape_problem(plugin)) is not None:
-            raise TypeError(problem)
+            return {"ok": False, "error": f"could not load hot plugin, {problem}"}
         factories = asyncio.run(_factories(plugin))
         issues = inspect_plugin(plugin, name, factories)
         if issues:
-            raise TypeError("; ".join(issues))
+            return {"ok": False, "error": "; ".join(issues)}
         return {
             "ok": True,
             "binary_id": plugin.binary_id,

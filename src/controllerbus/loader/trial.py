@@ -84,6 +84,7 @@ class TrialServer:
         self._cwd = cwd
         self._proc: asyncio.subprocess.Process | None = None
         self._lock = asyncio.Lock()
+        self._closed = False
 
     async def start(self) -> None:
         """Start the server now (to have it warm before the first reload)."""
@@ -91,6 +92,8 @@ class TrialServer:
             await self._ensure()
 
     async def _ensure(self) -> asyncio.subprocess.Process:
+        if self._closed:
+            raise OSError("the trial-import server was closed")
         if self._proc is not None and self._proc.returncode is None:
             return self._proc
         proc = await asyncio.create_subprocess_exec(
@@ -147,8 +150,10 @@ class TrialServer:
             return result
 
     async def aclose(self) -> None:
-        """Stop the server (idempotent)."""
-        proc, self._proc = self._proc, None
+        """Stop the server (idempotent); waits for a start or a trial in progress."""
+        self._closed = True
+        async with self._lock:
+            proc, self._proc = self._proc, None
         if proc is None or proc.returncode is not None:
             return
         assert proc.stdin is not None
