@@ -14,7 +14,7 @@ from controllerbus.bus.bus import Bus
 from controllerbus.bus.executor import LoaderController
 from controllerbus.bus.protocols import Factory
 from controllerbus.bus.resolver import ResolverController, StaticResolver
-from controllerbus.configset.controller import ConfigSetFactory
+from controllerbus.configset.controller import new_configset_factory
 
 __all__ = ["new_core_bus"]
 
@@ -36,7 +36,7 @@ def new_core_bus(
     """
     bus = Bus()
     static = StaticResolver()
-    static.add_factory(ConfigSetFactory(bus))
+    static.add_factory(new_configset_factory(bus))
     for item in factories:
         static.add_factory(item if isinstance(item, Factory) else item(bus))
     bus.run_controller(LoaderController(bus, backoff=backoff))

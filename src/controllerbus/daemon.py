@@ -41,7 +41,7 @@ from controllerbus.example import boilerplate
 from controllerbus.loader.filesystem import (
     FilesystemLoaderConfig,
     FilesystemLoaderController,
-    FilesystemLoaderFactory,
+    new_filesystem_loader_factory,
 )
 from controllerbus.loader.host import PluginHost
 from controllerbus.loader.state import StateDir
@@ -281,7 +281,7 @@ async def _start_plugin_loader(
 ) -> _PluginLoader:
     assert options.plugins_dir is not None
     host = PluginHost(bus, state, on_change=applier.refresh)
-    static.add_factory(FilesystemLoaderFactory(host))
+    static.add_factory(new_filesystem_loader_factory(host))
     directive = LoadControllerWithConfig(
         FilesystemLoaderConfig(dir=str(options.plugins_dir), watch=options.watch)
     )

@@ -60,7 +60,7 @@ from controllerbus.bus import (
     Bus,
     Config,
     ConstructOpts,
-    Controller,
+    ControllerFactory,
     ControllerInfo,
     DirectiveInstance,
     Resolver,
@@ -92,7 +92,7 @@ class _HelloResolver:
 class GreeterController:
     """Answers ``Hello(name)``."""
 
-    def __init__(self, config: GreeterConfig) -> None:
+    def __init__(self, config: GreeterConfig, opts: ConstructOpts) -> None:
         self._config = config
 
     def get_controller_info(self) -> ControllerInfo:
@@ -111,32 +111,12 @@ class GreeterController:
         return None
 
 
-class GreeterFactory:
-    """Constructs :class:`GreeterController`."""
-
-    def config_id(self) -> str:
-        return CONTROLLER_ID
-
-    def controller_id(self) -> str:
-        return CONTROLLER_ID
-
-    def construct_config(self) -> Config:
-        return GreeterConfig()
-
-    def construct(self, config: Config, opts: ConstructOpts) -> Controller:
-        assert isinstance(config, GreeterConfig)
-        return GreeterController(config)
-
-    def version(self) -> str:
-        return "0.0.1"
-
-
-def new_factory(bus: Bus) -> GreeterFactory:
+def new_factory(bus: Bus) -> ControllerFactory[GreeterConfig]:
     """The greeter's factory."""
-    return GreeterFactory()
+    return ControllerFactory(GreeterConfig, GreeterController, version="0.0.1")
 '''
 
-_NEW_FACTORY = "def new_factory(bus: Bus) -> GreeterFactory:\n"
+_NEW_FACTORY = "def new_factory(bus: Bus) -> ControllerFactory[GreeterConfig]:\n"
 _PLUGIN_LINE = "PLUGIN = StaticPlugin(BINARY_ID, BINARY_VERSION, binary_factories)"
 
 

@@ -28,9 +28,9 @@ from controllerbus.loader.filesystem import (
     FileStat,
     FilesystemLoaderConfig,
     FilesystemLoaderController,
-    FilesystemLoaderFactory,
     SyncPlan,
     is_candidate,
+    new_filesystem_loader_factory,
     plan_sync,
     scan_dir,
 )
@@ -398,7 +398,7 @@ async def test_factory_constructs_a_controller_for_an_existing_directory(
     bus, _static = new_core_bus()
     async with bus:
         with StateDir(tmp_path / "state") as state:
-            factory = FilesystemLoaderFactory(PluginHost(bus, state))
+            factory = new_filesystem_loader_factory(PluginHost(bus, state))
             assert factory.config_id() == factory.controller_id() == FILESYSTEM_LOADER_ID
             assert isinstance(factory.construct_config(), FilesystemLoaderConfig)
 
@@ -411,7 +411,9 @@ async def test_factory_constructs_a_controller_for_an_existing_directory(
 
             with pytest.raises(LoaderError, match="plugins directory does not exist"):
                 factory.construct(FilesystemLoaderConfig(dir="nope"), ConstructOpts())
-            with pytest.raises(TypeError, match="expected FilesystemLoaderConfig"):
+            with pytest.raises(
+                TypeError, match="expects a FilesystemLoaderConfig, got BoilerplateConfig"
+            ):
                 factory.construct(BoilerplateConfig(example_field="x"), ConstructOpts())
             with pytest.raises(ValueError, match="dir must be set"):
                 FilesystemLoaderConfig().validate_config()

@@ -21,6 +21,7 @@ from controllerbus.bus.executor import (
     LoaderController,
     wait_exec_controller_running,
 )
+from controllerbus.bus.factory import ControllerFactory
 from controllerbus.bus.helpers import (
     CallbackHandler,
     DirectiveDisposed,
@@ -61,6 +62,7 @@ __all__ = [
     "ConfigConstructor",
     "ConstructOpts",
     "Controller",
+    "ControllerFactory",
     "ControllerFailed",
     "ControllerInfo",
     "Directive",

@@ -21,6 +21,17 @@ if TYPE_CHECKING:
 __all__ = ["cli", "format_manifest", "main"]
 
 
+state_dir_option = click.option(
+    "--state-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=DEFAULT_STATE_DIR,
+    show_default=True,
+    envvar="CBUS_STATE_DIR",
+    show_envvar=True,
+    help="Where plugin generations (venvs) and manifest.json live; one daemon per directory.",
+)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", count=True, help="More log output (-v debug, -vv asyncio too).")
 @click.version_option(package_name="controllerbus")
@@ -68,15 +79,7 @@ async def _run_until_signal(options: DaemonOptions) -> None:
     help="Load every plugin wheel in this directory (and reload on change). "
     "Example: --plugins-dir dist-plugins",
 )
-@click.option(
-    "--state-dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=DEFAULT_STATE_DIR,
-    show_default=True,
-    envvar="CBUS_STATE_DIR",
-    show_envvar=True,
-    help="Where plugin generations (venvs) and manifest.json live; one daemon per directory.",
-)
+@state_dir_option
 @click.option(
     "--watch/--no-watch",
     default=True,
@@ -162,15 +165,7 @@ def plugins() -> None:
 
 
 @plugins.command("list")
-@click.option(
-    "--state-dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=DEFAULT_STATE_DIR,
-    show_default=True,
-    envvar="CBUS_STATE_DIR",
-    show_envvar=True,
-    help="The state directory a daemon uses.",
-)
+@state_dir_option
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
 def plugins_list(state_dir: Path, as_json: bool) -> None:
     """Show the plugin manifest: one row per plugin, active or not.

@@ -5,9 +5,9 @@ from controllerbus.configset.controller import (
     ApplyConfigSet,
     ConfigSetConfig,
     ConfigSetController,
-    ConfigSetFactory,
     ConfigSetState,
     KeyReference,
+    new_configset_factory,
 )
 from controllerbus.configset.model import (
     ConfigSet,
@@ -32,7 +32,6 @@ __all__ = [
     "ConfigSetConfig",
     "ConfigSetController",
     "ConfigSetError",
-    "ConfigSetFactory",
     "ConfigSetState",
     "ControllerConfig",
     "KeyReference",
@@ -41,6 +40,7 @@ __all__ = [
     "config_set_to_yaml",
     "guess_format",
     "lookup_config_constructor",
+    "new_configset_factory",
     "parse_document",
     "resolve_config_set",
     "unmarshal_config_set",

@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, ClassVar
 
 from controllerbus.bus.config import Config
 from controllerbus.bus.directives import ExecControllerValue, LoadControllerWithConfig
+from controllerbus.bus.factory import ControllerFactory
 from controllerbus.bus.helpers import CallbackHandler
 from controllerbus.bus.protocols import (
     AttachedValue,
-    ConstructOpts,
     Controller,
     ControllerInfo,
     Directive,
@@ -40,9 +40,9 @@ __all__ = [
     "ApplyConfigSet",
     "ConfigSetConfig",
     "ConfigSetController",
-    "ConfigSetFactory",
     "ConfigSetState",
     "KeyReference",
+    "new_configset_factory",
 ]
 
 logger = logging.getLogger(__name__)
@@ -280,23 +280,8 @@ class _ApplyResolver:
                 ref.release()
 
 
-class ConfigSetFactory:
-    """Constructs the config-set controller."""
-
-    def __init__(self, bus: Bus) -> None:
-        self._bus = bus
-
-    def config_id(self) -> str:
-        return CONFIGSET_CONTROLLER_ID
-
-    def controller_id(self) -> str:
-        return CONFIGSET_CONTROLLER_ID
-
-    def construct_config(self) -> Config:
-        return ConfigSetConfig()
-
-    def construct(self, config: Config, opts: ConstructOpts) -> Controller:
-        return ConfigSetController(self._bus)
-
-    def version(self) -> str:
-        return _VERSION
+def new_configset_factory(bus: Bus) -> ControllerFactory[ConfigSetConfig]:
+    """The factory of the config-set controller on ``bus``."""
+    return ControllerFactory(
+        ConfigSetConfig, lambda _config, _opts: ConfigSetController(bus), version=_VERSION
+    )

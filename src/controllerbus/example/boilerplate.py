@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 from controllerbus.bus.config import Config
+from controllerbus.bus.factory import ControllerFactory
 from controllerbus.bus.protocols import (
     ConstructOpts,
-    Controller,
     ControllerInfo,
     Directive,
     DirectiveInstance,
@@ -34,7 +34,6 @@ __all__ = [
     "Boilerplate",
     "BoilerplateConfig",
     "BoilerplateController",
-    "BoilerplateFactory",
     "BoilerplateResult",
     "new_factory",
 ]
@@ -100,9 +99,9 @@ class _BoilerplateResolver:
 class BoilerplateController:
     """Logs a greeting on start and answers :class:`Boilerplate` directives."""
 
-    def __init__(self, config: BoilerplateConfig, logger: logging.Logger) -> None:
+    def __init__(self, config: BoilerplateConfig, opts: ConstructOpts) -> None:
         self._config = config
-        self._logger = logger
+        self._logger = opts.logger
 
     def get_controller_info(self) -> ControllerInfo:
         return ControllerInfo(CONTROLLER_ID, VERSION, "")
@@ -120,27 +119,6 @@ class BoilerplateController:
         return None
 
 
-class BoilerplateFactory:
-    """Constructs :class:`BoilerplateController`."""
-
-    def config_id(self) -> str:
-        return CONTROLLER_ID
-
-    def controller_id(self) -> str:
-        return CONTROLLER_ID
-
-    def construct_config(self) -> Config:
-        return BoilerplateConfig()
-
-    def construct(self, config: Config, opts: ConstructOpts) -> Controller:
-        if not isinstance(config, BoilerplateConfig):
-            raise TypeError(f"expected BoilerplateConfig, got {type(config).__name__}")
-        return BoilerplateController(config, opts.logger)
-
-    def version(self) -> str:
-        return VERSION
-
-
-def new_factory(bus: Bus) -> BoilerplateFactory:
+def new_factory(bus: Bus) -> ControllerFactory[BoilerplateConfig]:
     """The factory of the boilerplate controller (Go: ``NewFactory``)."""
-    return BoilerplateFactory()
+    return ControllerFactory(BoilerplateConfig, BoilerplateController, version=VERSION)

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, ClassVar
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 
 from controllerbus.bus.config import Config
+from controllerbus.bus.factory import ControllerFactory
 from controllerbus.bus.protocols import (
     ConstructOpts,
     Controller,
@@ -52,9 +53,9 @@ __all__ = [
     "FileStat",
     "FilesystemLoaderConfig",
     "FilesystemLoaderController",
-    "FilesystemLoaderFactory",
     "SyncPlan",
     "is_candidate",
+    "new_filesystem_loader_factory",
     "plan_sync",
     "scan_dir",
 ]
@@ -339,28 +340,13 @@ class FilesystemLoaderController:
             await self._unload(path)
 
 
-class FilesystemLoaderFactory:
-    """Constructs :class:`FilesystemLoaderController` for one :class:`PluginHost`."""
+def new_filesystem_loader_factory(host: PluginHost) -> ControllerFactory[FilesystemLoaderConfig]:
+    """The factory of filesystem loaders that load into ``host``."""
 
-    def __init__(self, host: PluginHost) -> None:
-        self._host = host
-
-    def config_id(self) -> str:
-        return FILESYSTEM_LOADER_ID
-
-    def controller_id(self) -> str:
-        return FILESYSTEM_LOADER_ID
-
-    def construct_config(self) -> Config:
-        return FilesystemLoaderConfig()
-
-    def construct(self, config: Config, opts: ConstructOpts) -> Controller:
-        if not isinstance(config, FilesystemLoaderConfig):
-            raise TypeError(f"expected FilesystemLoaderConfig, got {type(config).__name__}")
+    def construct(config: FilesystemLoaderConfig, _opts: ConstructOpts) -> Controller:
         directory = Path(config.dir).absolute()
         if not directory.is_dir():
             raise LoaderError(f"stat {directory}: plugins directory does not exist")
-        return FilesystemLoaderController(self._host, directory, watch=config.watch)
+        return FilesystemLoaderController(host, directory, watch=config.watch)
 
-    def version(self) -> str:
-        return _VERSION
+    return ControllerFactory(FilesystemLoaderConfig, construct, version=_VERSION)

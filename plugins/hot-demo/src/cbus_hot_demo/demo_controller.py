@@ -8,7 +8,6 @@ controller and unload plugins first).
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import signal
 from collections.abc import Sequence
@@ -19,7 +18,7 @@ from controllerbus.bus import (
     Bus,
     Config,
     ConstructOpts,
-    Controller,
+    ControllerFactory,
     ControllerInfo,
     DirectiveInstance,
     Resolver,
@@ -44,9 +43,9 @@ class DemoConfig(Config):
 class DemoController:
     """Logs a greeting; exits the process after ``exit_after_dur`` if set."""
 
-    def __init__(self, config: DemoConfig, logger: logging.Logger) -> None:
+    def __init__(self, config: DemoConfig, opts: ConstructOpts) -> None:
         self._config = config
-        self._logger = logger
+        self._logger = opts.logger
 
     def get_controller_info(self) -> ControllerInfo:
         return ControllerInfo(CONTROLLER_ID, VERSION, "hot compile demo controller")
@@ -67,26 +66,6 @@ class DemoController:
         return None
 
 
-class DemoFactory:
-    """Constructs :class:`DemoController`."""
-
-    def config_id(self) -> str:
-        return CONTROLLER_ID
-
-    def controller_id(self) -> str:
-        return CONTROLLER_ID
-
-    def construct_config(self) -> Config:
-        return DemoConfig()
-
-    def construct(self, config: Config, opts: ConstructOpts) -> Controller:
-        assert isinstance(config, DemoConfig)
-        return DemoController(config, opts.logger)
-
-    def version(self) -> str:
-        return VERSION
-
-
-def new_factory(bus: Bus) -> DemoFactory:
+def new_factory(bus: Bus) -> ControllerFactory[DemoConfig]:
     """The demo controller's factory."""
-    return DemoFactory()
+    return ControllerFactory(DemoConfig, DemoController, version=VERSION)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from typing import ClassVar
 
@@ -12,7 +11,7 @@ from controllerbus.bus import (
     Bus,
     Config,
     ConstructOpts,
-    Controller,
+    ControllerFactory,
     ControllerInfo,
     DirectiveInstance,
     Resolver,
@@ -45,9 +44,9 @@ class _HelloResolver:
 class GreeterController:
     """Answers ``Hello(name)``."""
 
-    def __init__(self, config: GreeterConfig, logger: logging.Logger) -> None:
+    def __init__(self, config: GreeterConfig, opts: ConstructOpts) -> None:
         self._config = config
-        self._logger = logger
+        self._logger = opts.logger
 
     def get_controller_info(self) -> ControllerInfo:
         return ControllerInfo(CONTROLLER_ID, VERSION, "greets through demo_greeting")
@@ -65,26 +64,6 @@ class GreeterController:
         return None
 
 
-class GreeterFactory:
-    """Constructs :class:`GreeterController`."""
-
-    def config_id(self) -> str:
-        return CONTROLLER_ID
-
-    def controller_id(self) -> str:
-        return CONTROLLER_ID
-
-    def construct_config(self) -> Config:
-        return GreeterConfig()
-
-    def construct(self, config: Config, opts: ConstructOpts) -> Controller:
-        assert isinstance(config, GreeterConfig)
-        return GreeterController(config, opts.logger)
-
-    def version(self) -> str:
-        return VERSION
-
-
-def new_factory(bus: Bus) -> GreeterFactory:
+def new_factory(bus: Bus) -> ControllerFactory[GreeterConfig]:
     """The greeter's factory."""
-    return GreeterFactory()
+    return ControllerFactory(GreeterConfig, GreeterController, version=VERSION)
