@@ -9,7 +9,16 @@ import shutil
 import tempfile
 from pathlib import Path
 
-__all__ = ["fsync_dir", "fsync_tree", "remove_tree", "write_atomic"]
+__all__ = ["fsync_dir", "fsync_tree", "is_within", "remove_tree", "write_atomic"]
+
+
+def is_within(path: str, root: str) -> bool:
+    """Whether absolute, normalised ``path`` is ``root`` or lies below it.
+
+    A plain prefix test is wrong: ``/state/generations2`` is not inside
+    ``/state/generations``.
+    """
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
 def fsync_dir(path: Path) -> None:

@@ -57,6 +57,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, NewType
 
 from controllerbus import _fs
+from controllerbus._fs import is_within
 from controllerbus.loader.errors import InstallError, LoaderError, WheelChanged
 from controllerbus.loader.verify import VerifiedWheel, verify_wheel
 
@@ -170,14 +171,10 @@ def host_site_dirs(exclude: Sequence[Path] = ()) -> tuple[str, ...]:
     for entry in sys.path:
         absolute = os.path.abspath(entry) if entry else ""
         if absolute in candidates and absolute not in result and os.path.isdir(absolute):
-            if any(_is_within(absolute, root) for root in excluded):
+            if any(is_within(absolute, root) for root in excluded):
                 continue
             result.append(absolute)
     return tuple(result)
-
-
-def _is_within(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
 def plan_install(

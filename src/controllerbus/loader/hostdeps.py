@@ -40,6 +40,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import NormalizedName, canonicalize_name
 from packaging.version import InvalidVersion, Version
 
+from controllerbus._fs import is_within
 from controllerbus.loader.errors import HostDependencyError
 
 __all__ = [
@@ -103,10 +104,6 @@ def host_distributions(path: Sequence[str] | None = None) -> dict[NormalizedName
 
 def _plugin_phrase(plugin: str) -> str:
     return f"plugin {plugin}" if plugin else "the plugin"
-
-
-def _is_within(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
 def _module_locations(module: object) -> list[str]:
@@ -217,7 +214,7 @@ def check_host_requirements(
     host_path = [
         entry
         for entry in sys.path
-        if excluded is None or not _is_within(os.path.abspath(entry or "."), excluded)
+        if excluded is None or not is_within(os.path.abspath(entry or "."), excluded)
     ]
     env: dict[str, str] = {str(k): str(v) for k, v in default_environment().items()}
     env.update(environment or {})
@@ -252,7 +249,7 @@ def check_host_requirements(
             if (
                 excluded is not None
                 and locations
-                and all(_is_within(loc, excluded) for loc in locations)
+                and all(is_within(loc, excluded) for loc in locations)
             ):
                 continue
             where = ", ".join(locations) or "a built-in or frozen module"

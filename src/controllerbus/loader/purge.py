@@ -50,6 +50,8 @@ from pathlib import Path
 from types import CellType, FrameType, FunctionType, MethodType, ModuleType
 from typing import Any
 
+from controllerbus._fs import is_within
+
 __all__ = [
     "LeakProbe",
     "PurgeReport",
@@ -100,7 +102,7 @@ class _Roots:
             if not isinstance(entry, str) or not entry:
                 continue
             entry_abs = os.path.abspath(entry)
-            if entry_abs not in roots and _within(os.path.realpath(entry_abs), real):
+            if entry_abs not in roots and is_within(os.path.realpath(entry_abs), real):
                 roots.add(entry_abs)
         self.exact = frozenset(roots)
         self.prefixes = tuple(root.rstrip(os.sep) + os.sep for root in roots)
@@ -116,10 +118,6 @@ class _Roots:
 def _unnormalised(path: str) -> bool:
     # Plain substring tests: a regex here costs more than the whole remaining check.
     return "//" in path or "/./" in path or "/../" in path or path.endswith(("/.", "/..", "/"))
-
-
-def _within(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
 def _module_paths(module: ModuleType) -> tuple[list[str], list[str]]:
