@@ -35,7 +35,7 @@ from controllerbus.core import new_core_bus
 from controllerbus.daemon import ConfigSetApplier
 from controllerbus.errors import LoaderError
 from controllerbus.example.hello import Hello, HelloReply
-from controllerbus.loader.errors import PluginImportError
+from controllerbus.loader.errors import HostDependencyError, PluginImportError
 from controllerbus.loader.host import PluginHost
 from controllerbus.loader.manifest import (
     Manifest,
@@ -518,6 +518,28 @@ async def test_bad_wheel_on_first_load_leaves_nothing_behind(
         assert record is not None
         assert (record.status, record.error, record.generation) == ("failed", message, "")
         assert read_manifest(h.state.path) == h.host.manifest
+
+
+async def test_a_vendored_package_the_host_can_import_is_refused(
+    wheels: Wheels, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The host has its own copy of the plugin's path-dependency library on sys.path,
+    # not yet imported: activating the plugin would shadow it for host code.
+    host_copy = tmp_path / "host-site" / wheels.projects.library_package
+    host_copy.mkdir(parents=True)
+    (host_copy / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(host_copy.parent))
+    async with plugin_host(tmp_path) as h:
+        with pytest.raises(HostDependencyError) as raised:
+            await h.host.load(wheels.v1.wheel)
+        message = str(raised.value)
+        assert f"vendors '{wheels.projects.library_package}', but the host can already" in message
+        assert str(host_copy) in message
+        assert h.host.active() == {}
+        assert _plugin_modules(wheels.top_levels) == []
+        record = h.host.manifest.get(wheels.binary_id)
+        assert record is not None
+        assert (record.status, record.error) == ("failed", message)
 
 
 def _fails_only_in_the_host(result: CompileResult, projects: PluginProjects, dst: Path) -> Path:

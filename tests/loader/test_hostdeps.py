@@ -147,6 +147,29 @@ def test_importable_but_not_imported_is_a_note(
     assert "gets the plugin's copy" in note
 
 
+def test_importable_copy_is_shadowing_when_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "cbus_shadow_mod.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(HostDependencyError) as caught:
+        check_host_requirements(
+            [], plugin="demo", first_party_packages=["cbus_shadow_mod"], importable_shadows=True
+        )
+    (issue,) = caught.value.shadowed
+    assert "vendors 'cbus_shadow_mod', but the host can already import it from" in issue
+    assert str(tmp_path / "cbus_shadow_mod.py") in issue
+    assert "rename the plugin's package or uninstall the host's copy" in issue
+    # The generation being replaced is not the host: its copy is no shadow.
+    report = check_host_requirements(
+        [],
+        first_party_packages=["cbus_shadow_mod"],
+        generation_path=tmp_path,
+        importable_shadows=True,
+    )
+    assert report.notes == ()
+
+
 def test_real_wheel_requirements(hello_wheel: Path) -> None:
     verified = verify_wheel(hello_wheel)
     report = check_host_requirements(

@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
-import importlib.util
 import logging
 import os
 import sys
@@ -42,7 +41,6 @@ from controllerbus.bus.directives import ExecController
 from controllerbus.bus.resolver import ResolverController
 from controllerbus.errors import ControllerBusError
 from controllerbus.loader.errors import (
-    HostDependencyError,
     InvalidPlugin,
     InvalidWheel,
     LoaderError,
@@ -373,31 +371,15 @@ class PluginHost:
         )
 
     def _check_host(self, verified: VerifiedWheel, binary_id: str, old: Generation | None) -> None:
-        # Modules of the generation being replaced are not "shadowing" the new one.
-        old_path = str(old.path) if old is not None else None
-        first_party = [
-            name
-            for name in verified.top_level
-            if old_path is None or name not in _top_level_modules_under(old_path)
-        ]
+        # The generation being replaced is excluded: its modules do not "shadow"
+        # the new one, and its site-packages is not the host's.
         check_host_requirements(
-            verified.requires_dist, plugin=binary_id, first_party_packages=first_party
+            verified.requires_dist,
+            plugin=binary_id,
+            first_party_packages=verified.top_level,
+            generation_path=old.path if old is not None else None,
+            importable_shadows=True,
         )
-        # Not yet imported, but importable from the host: activation would shadow it.
-        shadowed = []
-        for name in first_party:
-            try:
-                spec = importlib.util.find_spec(name)
-            except (ImportError, ValueError):
-                continue
-            origin = _spec_location(spec)
-            if origin is not None and not origin.startswith(str(self._state.generations_dir)):
-                shadowed.append(
-                    f"the plugin vendors {name!r}, but the host can already import it from "
-                    f"{origin}; rename the plugin's package or uninstall the host's copy"
-                )
-        if shadowed:
-            raise HostDependencyError(binary_id, shadowed=shadowed)
 
     async def _trial_import(self, generation: Generation, binary_id: str, ep_value: str) -> None:
         entry = f"{binary_id}={ep_value}"
@@ -644,7 +626,8 @@ class PluginHost:
         *,
         serving: bool,
     ) -> None:
-        logger.error("plugin %s: %s", key, exc, extra={"plugin": key, "wheel": str(wheel)})
+        # Text, not the exception: a retained log record must not pin its frames.
+        logger.error("plugin %s: %s", key, str(exc), extra={"plugin": key, "wheel": str(wheel)})
         existing = self._manifest.get(key)
         if serving and existing is not None:
             # The previous generation keeps serving: its record stays active, with the error.
@@ -706,16 +689,3 @@ def _track(probe: LeakProbe, obj: object, label: str) -> None:
         probe.track(obj, label)
     except TypeError:
         logger.debug("cannot weak-reference %s; not tracked", label)
-
-
-def _spec_location(spec: Any) -> str | None:
-    if spec is None:
-        return None
-    if spec.origin not in (None, "built-in", "frozen", "namespace"):
-        return str(spec.origin)
-    locations = list(spec.submodule_search_locations or [])
-    return str(locations[0]) if locations else None
-
-
-def _top_level_modules_under(path: str) -> set[str]:
-    return {name.split(".", 1)[0] for name in modules_under(path)}

@@ -189,6 +189,7 @@ def check_host_requirements(
     generation_path: Path | None = None,
     environment: Mapping[str, str] | None = None,
     installed: Mapping[NormalizedName, HostDistribution] | None = None,
+    importable_shadows: bool = False,
 ) -> HostDepsReport:
     """Check ``requirements`` against the host; raise one error listing every problem.
 
@@ -202,13 +203,17 @@ def check_host_requirements(
         environment: marker variables overriding the running interpreter's.
         installed: host distributions by canonical name; default
             :func:`host_distributions` over ``sys.path`` minus ``generation_path``.
+        importable_shadows: a vendored package the host has not imported but could
+            import from elsewhere is an error too (the loader's choice: activation
+            would put the plugin's copy in front of the host's), not just a note.
 
     Returns:
         What was satisfied and skipped, with notes.
 
     Raises:
         HostDependencyError: a requirement is invalid, missing or conflicting, or a
-            vendored package is shadowed by a host module already imported.
+            vendored package is shadowed by a host module already imported (or, with
+            ``importable_shadows``, importable).
     """
     excluded = os.path.abspath(generation_path) if generation_path is not None else None
     host_path = [
@@ -243,9 +248,11 @@ def check_host_requirements(
     shadowed: list[str] = []
     notes: list[str] = []
     for top in sorted(set(first_party_packages)):
-        module = sys.modules.get(top)
-        if module is not None:
-            locations = _module_locations(module)
+        # Only the module's locations are kept, never the module: a local of this
+        # frame would be pinned by the traceback of the error raised below, and it
+        # may be a module of the generation being replaced.
+        if top in sys.modules:
+            locations = _module_locations(sys.modules[top])
             if (
                 excluded is not None
                 and locations
@@ -260,7 +267,13 @@ def check_host_requirements(
             )
             continue
         spec = importlib.machinery.PathFinder.find_spec(top, host_path)
-        if spec is not None:
+        if spec is not None and importable_shadows:
+            where = spec.origin or ", ".join(spec.submodule_search_locations or [])
+            shadowed.append(
+                f"{_plugin_phrase(plugin)} vendors {top!r}, but the host can already import it "
+                f"from {where}; rename the plugin's package or uninstall the host's copy"
+            )
+        elif spec is not None:
             where = spec.origin or ", ".join(spec.submodule_search_locations or [])
             notes.append(
                 f"the host can import {top!r} from {where} too; while "
