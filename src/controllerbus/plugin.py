@@ -20,9 +20,16 @@ if TYPE_CHECKING:
     from controllerbus.bus.bus import Bus
     from controllerbus.bus.protocols import Factory
 
-__all__ = ["ENTRY_POINT_GROUP", "Plugin", "StaticPlugin"]
+__all__ = ["ENTRY_POINT_GROUP", "HOST_PACKAGE", "Plugin", "StaticPlugin"]
 
 ENTRY_POINT_GROUP = "controllerbus.plugins"
+
+HOST_PACKAGE = "controllerbus"
+"""The host's own distribution and top-level package: never vendored into a plugin.
+
+The host owns the interface types (configs, factories, directives), so a plugin that
+shipped its own copy would break ``isinstance`` across reloads.
+"""
 
 
 @runtime_checkable

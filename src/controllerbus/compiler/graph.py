@@ -63,13 +63,14 @@ from controllerbus.compiler.factories import (
 )
 from controllerbus.compiler.project import PackageSource, PathSource, Project, load_project
 from controllerbus.compiler.requirements import Declared, merge_requirements, satisfiable
+from controllerbus.plugin import HOST_PACKAGE
 
 __all__ = ["HOST_DISTRIBUTION", "MIN_REQUIRES_PYTHON", "Graph", "SourceFile", "analyse"]
 
 logger = logging.getLogger(__name__)
 
 #: The host's own distribution: never vendored, always a plain requirement.
-HOST_DISTRIBUTION = canonicalize_name("controllerbus")
+HOST_DISTRIBUTION = canonicalize_name(HOST_PACKAGE)
 #: Every plugin needs at least the host's Python (and must exclude Python 2, or
 #: hatchling tags the wheel ``py2.py3``).
 MIN_REQUIRES_PYTHON = ">=3.11"
@@ -371,12 +372,12 @@ def _check_packages(projects: Sequence[Project]) -> list[tuple[PackageSource, Pr
     issues: list[Issue] = []
     for project in projects:
         for package in project.packages:
-            if package.name == "controllerbus":
+            if package.name == HOST_PACKAGE:
                 issues.append(
                     Issue(
                         project.pyproject,
                         None,
-                        "ships a top-level package named controllerbus, which the host owns",
+                        f"ships a top-level package named {HOST_PACKAGE}, which the host owns",
                     )
                 )
                 continue

@@ -72,7 +72,7 @@ from packaging.utils import (
 from packaging.version import InvalidVersion, Version
 
 from controllerbus.loader.errors import InvalidWheel
-from controllerbus.plugin import ENTRY_POINT_GROUP
+from controllerbus.plugin import ENTRY_POINT_GROUP, HOST_PACKAGE
 
 if TYPE_CHECKING:
     import os
@@ -92,7 +92,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_MAX_UNPACKED_BYTES = 512 * 1024 * 1024
 """Refuse wheels that unpack to more than this (512 MiB): a guard against zip bombs."""
 
-RESERVED_TOP_LEVEL = frozenset({"controllerbus"})
+RESERVED_TOP_LEVEL = frozenset({HOST_PACKAGE})
 """Top-level names a plugin may not ship: the host owns them."""
 
 _WEAK_HASHES = frozenset({"md5", "sha1"})
