@@ -68,6 +68,7 @@ __all__ = [
     "GenerationId",
     "InstallPlan",
     "apply_install",
+    "generation_id_of",
     "host_site_dirs",
     "install_wheel",
     "plan_install",
@@ -76,7 +77,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 GenerationId = NewType("GenerationId", str)
-"""A generation's id: the hex sha256 of its wheel file."""
+"""A generation's id: the hex sha256 of its wheel file, or with dependency wheels
+the sha256 of the plugin's and the dependencies' sha256s (:func:`generation_id`)."""
 
 GENERATION_MARKER = "cbus-generation.json"
 """File at a generation's root describing it; written last before publishing."""
@@ -103,6 +105,7 @@ class InstallPlan:
         python_version: ``major.minor.micro`` of that interpreter.
         host_site_dirs: host site directories written into ``_cbus_host.pth``.
         compile_bytecode: byte-compile installed modules before publishing.
+        dependencies: dependency wheels installed into the same venv, after the plugin.
     """
 
     wheel: VerifiedWheel
@@ -115,6 +118,7 @@ class InstallPlan:
     python_version: str
     host_site_dirs: tuple[str, ...]
     compile_bytecode: bool = True
+    dependencies: tuple[VerifiedWheel, ...] = ()
 
     @property
     def final_python(self) -> Path:
@@ -183,6 +187,7 @@ def plan_install(
     *,
     site_dirs: Sequence[str] | None = None,
     compile_bytecode: bool = True,
+    dependencies: Sequence[VerifiedWheel] = (),
 ) -> InstallPlan:
     """Decide where and how ``wheel`` becomes a generation. Pure: touches no files.
 
@@ -193,9 +198,11 @@ def plan_install(
             :func:`host_site_dirs` of the running interpreter, minus ``state_dir``.
         compile_bytecode: byte-compile the installed modules (the published
             generation is then never written to by later imports).
+        dependencies: verified dependency wheels to install with the plugin.
     """
     state_dir = Path(os.path.abspath(state_dir))
-    generation_id = GenerationId(wheel.sha256)
+    deps = tuple(sorted(dependencies, key=lambda w: w.name))
+    generation_id = generation_id_of(wheel.sha256, [d.sha256 for d in deps])
     marker = "/__cbus_root__"
     # sysconfig's "venv" scheme (3.11+) is what venv.EnvBuilder itself uses; expand it
     # with a marker base and strip it again to get paths relative to the venv root.
@@ -221,7 +228,18 @@ def plan_install(
         if site_dirs is not None
         else host_site_dirs(exclude=[state_dir]),
         compile_bytecode=compile_bytecode,
+        dependencies=deps,
     )
+
+
+def generation_id_of(wheel_sha256: str, dependency_sha256s: Sequence[str] = ()) -> GenerationId:
+    """The id of a generation: the plugin wheel's sha256 alone, or with dependency wheels
+    the sha256 of ``"<plugin sha>\n<dep sha>\n..."`` (dependency shas sorted), so a
+    changed dependency makes a new generation."""
+    if not dependency_sha256s:
+        return GenerationId(wheel_sha256)
+    text = "\n".join([wheel_sha256, *sorted(dependency_sha256s)]) + "\n"
+    return GenerationId(hashlib.sha256(text.encode("ascii")).hexdigest())
 
 
 def _marker(plan: InstallPlan) -> dict[str, Any]:
@@ -231,6 +249,7 @@ def _marker(plan: InstallPlan) -> dict[str, Any]:
         "wheel": plan.wheel.path.name,
         "distribution": plan.wheel.name,
         "version": str(plan.wheel.version),
+        "dependencies": [f"{d.path.name} sha256:{d.sha256}" for d in plan.dependencies],
         "python_version": plan.python_version,
         "base_executable": plan.base_executable,
         "host_site_dirs": list(plan.host_site_dirs),
@@ -323,18 +342,19 @@ def _compile_bytecode(plan: InstallPlan, venv_root: Path) -> None:
         )
 
 
-def _copy_verified(plan: InstallPlan, work: Path) -> Path:
+def _copy_verified(plan: InstallPlan, work: Path, wheel: VerifiedWheel | None = None) -> Path:
     """Copy the wheel into ``work`` and prove the copy has the verified sha256."""
+    wheel = wheel or plan.wheel
     wheel_dir = work / "wheel"
-    wheel_dir.mkdir()
-    copy = wheel_dir / plan.wheel.path.name
+    wheel_dir.mkdir(exist_ok=True)
+    copy = wheel_dir / wheel.path.name
     digest = hashlib.sha256()
-    with plan.wheel.path.open("rb") as src, copy.open("wb") as dst:
+    with wheel.path.open("rb") as src, copy.open("wb") as dst:
         while chunk := src.read(1024 * 1024):
             digest.update(chunk)
             dst.write(chunk)
-    if digest.hexdigest() != plan.wheel.sha256:
-        raise WheelChanged(plan.wheel.path, plan.wheel.sha256, digest.hexdigest())
+    if digest.hexdigest() != wheel.sha256:
+        raise WheelChanged(wheel.path, wheel.sha256, digest.hexdigest())
     return copy
 
 
@@ -394,9 +414,12 @@ def apply_install(plan: InstallPlan) -> Generation:
         work = Path(tempfile.mkdtemp(dir=plan.tmp_root, prefix=f"{plan.generation_id[:16]}."))
         venv_root = work / "venv"
         wheel_copy = _copy_verified(plan, work)
+        dep_copies = [_copy_verified(plan, work, dep) for dep in plan.dependencies]
         _create_venv(venv_root)
         site_packages = venv_root / plan.schemes["purelib"]
         _run_installer(plan, venv_root, wheel_copy)
+        for dep_copy in dep_copies:
+            _run_installer(plan, venv_root, dep_copy)
         _write_host_pth(site_packages, plan.host_site_dirs)
         if plan.compile_bytecode:
             _compile_bytecode(plan, venv_root)

@@ -261,6 +261,7 @@ def verify_wheel(
     *,
     supported_tags: Collection[Tag] | None = None,
     max_unpacked_bytes: int = DEFAULT_MAX_UNPACKED_BYTES,
+    plugin: bool = True,
 ) -> VerifiedWheel:
     """Check a plugin wheel against every rule in this module's docstring.
 
@@ -271,6 +272,8 @@ def verify_wheel(
         supported_tags: tags the target interpreter accepts; default: the running one's
             (``packaging.tags.sys_tags()``).
         max_unpacked_bytes: refuse archives whose members sum to more than this.
+        plugin: require a ``controllerbus.plugins`` entry point; ``False`` for a
+            plugin's dependency wheel (every other rule still applies).
 
     Returns:
         The verified wheel's identity, entry points, requirements and layout.
@@ -315,7 +318,7 @@ def verify_wheel(
         records = _check_record(check, infos, read_contents=small_enough)
         meta_name, meta_version, requires = _check_metadata(check, file_name, file_version)
         _check_wheel_file(check)
-        entry_points = _check_entry_points(check)
+        entry_points = _check_entry_points(check) if plugin else ()
 
     if tags and not (tags & (_host_tags() if supported_tags is None else set(supported_tags))):
         shown = ", ".join(sorted(str(tag) for tag in tags)[:4])
