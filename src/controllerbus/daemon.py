@@ -44,7 +44,9 @@ from controllerbus.loader.filesystem import (
     new_filesystem_loader_factory,
 )
 from controllerbus.loader.host import PluginHost
+from controllerbus.loader.production import LoadPolicy, start_index_mirror
 from controllerbus.loader.state import StateDir
+from controllerbus.loader.trust import TrustPolicy
 
 __all__ = [
     "DEFAULT_CONFIG",
@@ -73,6 +75,12 @@ class DaemonOptions:
         plugins_dir: a directory of plugin wheels to load (``None``: no plugins).
         state_dir: where generations and the manifest live.
         watch: re-sync the plugins directory on change.
+        trust: a trust file; only wheels it pins (by sha256) load, dependencies too.
+        find_links: directories of dependency wheels (default: the plugins directory).
+        index_url: a PEP 503/691 simple index to mirror the trust file's wheels from
+            into the plugins directory (default ``<state-dir>/wheelhouse``); needs
+            ``trust``.
+        index_poll: seconds between checks of the trust file for the index mirror.
     """
 
     config_path: Path = DEFAULT_CONFIG
@@ -80,6 +88,17 @@ class DaemonOptions:
     plugins_dir: Path | None = None
     state_dir: Path = DEFAULT_STATE_DIR
     watch: bool = True
+    trust: Path | None = None
+    find_links: tuple[Path, ...] = ()
+    index_url: str | None = None
+    index_poll: float = 5.0
+
+    @property
+    def wheel_dir(self) -> Path | None:
+        """The plugins directory, or with an index and none given, the mirror's."""
+        if self.plugins_dir is None and self.index_url is not None:
+            return self.state_dir / "wheelhouse"
+        return self.plugins_dir
 
 
 async def read_config_document(
@@ -216,8 +235,20 @@ async def daemon_session(
             bus, LoadControllerWithConfig(ConfigSetConfig())
         )
         stack.callback(cs_ref.release)
-        if options.plugins_dir is not None:
+        if options.index_url is not None and options.trust is None:
+            raise LoaderError(
+                "--index-url needs --trust FILE: wheels from an index load only when pinned"
+            )
+        if options.wheel_dir is not None:
             state = stack.enter_context(StateDir(options.state_dir))
+            if options.index_url is not None:
+                mirror = await start_index_mirror(
+                    options.index_url,
+                    TrustPolicy(options.trust or Path()),
+                    options.wheel_dir,
+                    poll=options.index_poll,
+                )
+                stack.push_async_callback(_cancel, mirror)
             loader = await _start_plugin_loader(bus, static, state, options, applier)
             host = loader.host
             stack.push_async_callback(loader.stop)
@@ -255,6 +286,12 @@ async def _apply_initial(applier: ConfigSetApplier, options: DaemonOptions) -> N
         logger.info("wrote config set with %d keys to %s", len(typed), options.config_path)
 
 
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 @dataclass(eq=False, slots=True)
 class _PluginLoader:
     host: PluginHost
@@ -279,11 +316,13 @@ async def _start_plugin_loader(
     options: DaemonOptions,
     applier: ConfigSetApplier,
 ) -> _PluginLoader:
-    assert options.plugins_dir is not None
-    host = PluginHost(bus, state, on_change=applier.refresh)
+    plugins_dir = options.wheel_dir
+    assert plugins_dir is not None
+    policy = LoadPolicy.of(options.trust, options.find_links or (plugins_dir,), (state.path,))
+    host = PluginHost(bus, state, on_change=applier.refresh, policy=policy)
     static.add_factory(new_filesystem_loader_factory(host))
     directive = LoadControllerWithConfig(
-        FilesystemLoaderConfig(dir=str(options.plugins_dir), watch=options.watch)
+        FilesystemLoaderConfig(dir=str(plugins_dir), watch=options.watch)
     )
     try:
         ctrl, _inst, ref = await wait_exec_controller_running(bus, directive)
@@ -294,7 +333,7 @@ async def _start_plugin_loader(
     loaded = host.active()
     logger.info(
         "plugins dir %s: %d plugin(s) active%s",
-        options.plugins_dir,
+        plugins_dir,
         len(loaded),
         f": {', '.join(loaded)}" if loaded else "",
     )

@@ -88,12 +88,39 @@ async def _run_until_signal(options: DaemonOptions) -> None:
     show_envvar=True,
     help="Watch the plugins directory and hot-reload changed wheels.",
 )
+@click.option(
+    "--trust",
+    type=click.Path(path_type=Path, dir_okay=False),
+    envvar="CBUS_TRUST",
+    show_envvar=True,
+    help="Trust file (pip requirements syntax with --hash=sha256:...): only wheels it "
+    "pins load, dependency wheels included; re-read when it changes. "
+    "Example: --trust dist-plugins/trust.txt",
+)
+@click.option(
+    "--find-links",
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    multiple=True,
+    help="Directory of dependency wheels for plugins' Requires-Dist the host lacks "
+    "(repeatable; default: the plugins directory). Pure wheels only, never sdists.",
+)
+@click.option(
+    "--index-url",
+    envvar="CBUS_INDEX_URL",
+    show_envvar=True,
+    help="PEP 503/691 simple index (pypiserver, devpi) to fetch the wheels the trust file "
+    "pins from, into the plugins directory (default <state-dir>/wheelhouse). Needs --trust. "
+    "Example: --index-url http://pypi.internal:8080/simple/",
+)
 def daemon(
     config_path: Path,
     write_config: bool,
     plugins_dir: Path | None,
     state_dir: Path,
     watch: bool,
+    trust: Path | None,
+    find_links: tuple[Path, ...],
+    index_url: str | None,
 ) -> None:
     """Run the controllers of a config set until SIGINT or SIGTERM.
 
@@ -106,6 +133,8 @@ def daemon(
     Examples:
       cbus daemon -c controllerbus_daemon.yaml
       cbus daemon -c plugins/hot-demo/controllerbus_daemon.yaml --plugins-dir dist-plugins
+      cbus daemon -c daemon.yaml --plugins-dir dist-plugins --trust dist-plugins/trust.txt
+      cbus daemon -c daemon.yaml --trust trust.txt --index-url http://127.0.0.1:8080/simple/
     """
     options = DaemonOptions(
         config_path=config_path,
@@ -113,6 +142,9 @@ def daemon(
         plugins_dir=plugins_dir,
         state_dir=state_dir,
         watch=watch,
+        trust=trust,
+        find_links=find_links,
+        index_url=index_url,
     )
     try:
         asyncio.run(_run_until_signal(options))
@@ -161,7 +193,7 @@ def demo(ctx: click.Context, sources: Path | None, workdir: Path | None) -> None
 
 @cli.group()
 def plugins() -> None:
-    """Inspect the plugins of a state directory."""
+    """Inspect the plugins of a state directory; pin wheels for production."""
 
 
 @plugins.command("list")
@@ -190,6 +222,35 @@ def plugins_list(state_dir: Path, as_json: bool) -> None:
         click.echo(f"no plugins recorded in {state_dir / 'manifest.json'}")
         return
     click.echo(format_manifest(manifest.plugins))
+
+
+@plugins.command("trust")
+@click.argument("directory", type=click.Path(path_type=Path, file_okay=False, exists=True))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write the trust file here (atomically) instead of printing it.",
+)
+def plugins_trust(directory: Path, output: Path | None) -> None:
+    """Pin every wheel in DIRECTORY by sha256: print (or write) a trust file.
+
+    Plugins and dependency wheels alike; what `cbus daemon --trust` reads.
+
+    \b
+    Example:
+      cbus plugins trust dist-plugins -o dist-plugins/trust.txt
+    """
+    from controllerbus.loader.trustwriter import write_trust_file
+
+    try:
+        text = write_trust_file(directory, output)
+    except ControllerBusError as exc:
+        raise fail(exc) from exc
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        click.echo(f"pinned {text.count('--hash=')} wheel(s) in {output}", err=True)
 
 
 def format_manifest(records: Sequence[ManifestRecord]) -> str:

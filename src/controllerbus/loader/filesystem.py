@@ -4,7 +4,9 @@ Controller id ``controllerbus/hot/loader/filesystem/1``. Config ``dir`` (must ex
 and ``watch``. A sync pass lists the directory (not recursively), keeps regular
 ``*.whl`` files whose name parses as a wheel filename, and skips hidden and
 temporary files (``.name``, ``*.tmp``, ``*.part``, ``*.partial``, ``*~``), so a
-compiler or copier that writes through a temporary name is never half-read.
+compiler or copier that writes through a temporary name is never half-read. Wheels
+without a ``controllerbus.plugins`` entry point are dependency wheels (the directory
+is the default ``--find-links`` location) and are skipped too.
 
 The pass is planned first (:func:`plan_sync`, pure) and applied afterwards:
 
@@ -44,6 +46,7 @@ from controllerbus.bus.protocols import (
     Resolver,
 )
 from controllerbus.errors import LoaderError
+from controllerbus.loader.depwheel import classify_wheel
 
 if TYPE_CHECKING:
     from controllerbus.loader.host import PluginHost
@@ -201,6 +204,8 @@ def scan_dir(directory: Path) -> dict[Path, FileStat]:
             except OSError as exc:
                 logger.warning("cannot stat %s: %s; skipped", entry.path, exc)
                 continue
+            if classify_wheel(Path(entry.path)) == "dependency":
+                continue  # a plugin's dependency wheel (this dir is the default find-links)
             found[Path(entry.path)] = FileStat(st.st_size, st.st_mtime_ns)
     return found
 

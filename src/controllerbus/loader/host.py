@@ -48,7 +48,12 @@ from controllerbus.loader.errors import (
     PluginImportError,
     PluginPrepareError,
 )
-from controllerbus.loader.generation import Generation, apply_install, plan_install
+from controllerbus.loader.generation import (
+    Generation,
+    apply_install,
+    generation_id_of,
+    plan_install,
+)
 from controllerbus.loader.hostdeps import check_host_requirements
 from controllerbus.loader.manifest import (
     Manifest,
@@ -60,9 +65,11 @@ from controllerbus.loader.manifest import (
 )
 from controllerbus.loader.plugin_resolver import PluginResolver
 from controllerbus.loader.probe import describe_exception, inspect_plugin, shape_problem
+from controllerbus.loader.production import LoadPolicy
 from controllerbus.loader.purge import LeakProbe, modules_under, purge_generation
 from controllerbus.loader.trial import TrialServer, trial_in_subprocess
 from controllerbus.loader.verify import VerifiedWheel, build_hash_of, verify_wheel
+from controllerbus.loader.wheelsource import Resolution
 
 if TYPE_CHECKING:
     from controllerbus.bus.bus import Bus
@@ -207,6 +214,9 @@ class PluginHost:
             the old generation's objects are checked for leaks: the place to drop
             references to the old generation's objects (the daemon re-types its
             config set there, so configs of the old classes go away).
+        policy: trust file and dependency-wheel directories
+            (:class:`~controllerbus.loader.production.LoadPolicy`; default: no
+            pinning, no dependency wheels).
     """
 
     def __init__(
@@ -217,8 +227,10 @@ class PluginHost:
         prepare: Prepare = DEFAULT_PREPARE,
         stop_timeout: float = 10.0,
         on_change: Callable[[], Awaitable[None]] | None = None,
+        policy: LoadPolicy | None = None,
     ) -> None:
         self._bus = bus
+        self._policy = policy or LoadPolicy(exclude=(state.path,))
         self._on_change = on_change
         self._state = state
         self._prepare = prepare
@@ -275,15 +287,20 @@ class PluginHost:
         # reference to the old plugin would make its unload look like a leak.
         old_generation: Generation | None = None
         try:
+            # Trust first: an unpinned file is refused before anything reads it as a zip.
+            trusted = await asyncio.to_thread(self._policy.check_trust, wheel)
             verified = await asyncio.to_thread(verify_wheel, wheel)
+            self._policy.same_bytes(trusted, verified)
             phases.mark("verify")
             key, ep_value = _entry_point(verified)
+            deps = await asyncio.to_thread(self._policy.resolve, verified)
             if key in self._active:
                 old_generation = self._active[key].generation
-            if old_generation is not None and old_generation.id == verified.sha256:
+            new_id = generation_id_of(verified.sha256, deps.shas)
+            if old_generation is not None and old_generation.id == new_id:
                 return self._unchanged(key)
-            self._check_host(verified, key, old_generation)
-            plan = plan_install(self._state.path, verified)
+            self._check_host(verified, key, old_generation, deps)
+            plan = plan_install(self._state.path, verified, dependencies=deps.wheels)
             generation = await asyncio.to_thread(apply_install, plan)
             phases.mark("install")
             if old_generation is not None and self._prepare != "inprocess":
@@ -370,13 +387,17 @@ class PluginHost:
             unchanged=True,
         )
 
-    def _check_host(self, verified: VerifiedWheel, binary_id: str, old: Generation | None) -> None:
+    def _check_host(
+        self, verified: VerifiedWheel, binary_id: str, old: Generation | None, deps: Resolution
+    ) -> None:
         # The generation being replaced is excluded: its modules do not "shadow"
-        # the new one, and its site-packages is not the host's.
+        # the new one, and its site-packages is not the host's. Requirements served
+        # by dependency wheels are not the host's business; their packages are checked
+        # for shadowing like the plugin's own.
         check_host_requirements(
-            verified.requires_dist,
+            deps.host_lines,
             plugin=binary_id,
-            first_party_packages=verified.top_level,
+            first_party_packages=(*verified.top_level, *deps.top_level),
             generation_path=old.path if old is not None else None,
             importable_shadows=True,
         )

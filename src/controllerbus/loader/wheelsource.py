@@ -18,8 +18,10 @@ the same wheels, and so the same generation id.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import sys
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +36,7 @@ from packaging.utils import (
 )
 from packaging.version import Version
 
+from controllerbus._fs import is_within
 from controllerbus.errors import LoaderError
 from controllerbus.loader.dependencies import Wanted, plan_dependencies
 from controllerbus.loader.depwheel import classify_wheel, verify_dependency_wheel
@@ -149,16 +152,27 @@ class Resolution:
 
 
 def host_installed(exclude: Collection[Path] = ()) -> frozenset[NormalizedName]:
-    """Canonical names of the distributions the host has installed (on ``sys.path``)."""
-    import sys
+    """Canonical names of the distributions the host has installed (on ``sys.path``).
 
+    Cached per ``sys.path`` (minus ``exclude``) and the mtimes of its directories, so
+    installing into the host is noticed while a hundred loads do not rescan it.
+    """
     excluded = [os.path.abspath(p) for p in exclude]
-    path = [
-        p
-        for p in sys.path
-        if not any(os.path.abspath(p or ".").startswith(root + os.sep) for root in excluded)
-    ]
-    return frozenset(host_distributions(path))
+    path = tuple(
+        p for p in sys.path if not any(is_within(os.path.abspath(p or "."), r) for r in excluded)
+    )
+    mtimes = []
+    for entry in path:
+        try:
+            mtimes.append(os.stat(entry or ".").st_mtime_ns)
+        except OSError:
+            mtimes.append(0)
+    return _host_installed(path, tuple(mtimes))
+
+
+@functools.lru_cache(maxsize=8)
+def _host_installed(path: tuple[str, ...], _mtimes: tuple[int, ...]) -> frozenset[NormalizedName]:
+    return frozenset(host_distributions(list(path)))
 
 
 def _pick(
