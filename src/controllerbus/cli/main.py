@@ -112,6 +112,13 @@ async def _run_until_signal(options: DaemonOptions) -> None:
     "pins from, into the plugins directory (default <state-dir>/wheelhouse). Needs --trust. "
     "Example: --index-url http://pypi.internal:8080/simple/",
 )
+@click.option(
+    "--index-poll",
+    type=click.FloatRange(min=0.1),
+    default=5.0,
+    show_default=True,
+    help="Seconds between checks of the trust file for new wheels to fetch from the index.",
+)
 def daemon(
     config_path: Path,
     write_config: bool,
@@ -121,6 +128,7 @@ def daemon(
     trust: Path | None,
     find_links: tuple[Path, ...],
     index_url: str | None,
+    index_poll: float,
 ) -> None:
     """Run the controllers of a config set until SIGINT or SIGTERM.
 
@@ -145,6 +153,7 @@ def daemon(
         trust=trust,
         find_links=find_links,
         index_url=index_url,
+        index_poll=index_poll,
     )
     try:
         asyncio.run(_run_until_signal(options))

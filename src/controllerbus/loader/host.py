@@ -293,9 +293,9 @@ class PluginHost:
             self._policy.same_bytes(trusted, verified)
             phases.mark("verify")
             key, ep_value = _entry_point(verified)
-            deps = await asyncio.to_thread(self._policy.resolve, verified)
             if key in self._active:
                 old_generation = self._active[key].generation
+            deps = await asyncio.to_thread(self._policy.resolve, verified)
             new_id = generation_id_of(verified.sha256, deps.shas)
             if old_generation is not None and old_generation.id == new_id:
                 return self._unchanged(key)
