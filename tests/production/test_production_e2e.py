@@ -136,7 +136,8 @@ def test_wheelhouse_offline_pinned_loads_unpinned_and_wrong_hashes_refused(
     v2 = build(plugin_project(src, prefix, version="2.0.0"), dist / "v2")
     v3 = build(plugin_project(src, prefix, version="3.0.0"), dist / "v3")
     tampered = build(dependency_project(src / "t", prefix, word="tampered"), dist / "tampered")
-    assert tampered.name == dep.name and sha256(tampered) != sha256(dep)
+    assert tampered.name == dep.name
+    assert sha256(tampered) != sha256(dep)
     for wheel in (v1, dep):
         shutil.copy2(wheel, house / wheel.name)
     trust = tmp_path / "trust.txt"
