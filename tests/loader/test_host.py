@@ -31,8 +31,8 @@ from controllerbus.configset import (
     lookup_config_constructor,
     parse_document,
 )
+from controllerbus.configset.applier import ConfigSetApplier
 from controllerbus.core import new_core_bus
-from controllerbus.daemon import ConfigSetApplier
 from controllerbus.errors import LoaderError
 from controllerbus.example.hello import Hello, HelloReply
 from controllerbus.loader.errors import HostDependencyError, PluginImportError
