@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from controllerbus.api.hello import Hello, HelloReply
 from controllerbus.bus.directives import LoadControllerWithConfig
 from controllerbus.bus.executor import wait_exec_controller_running
 from controllerbus.bus.helpers import exec_one_off
@@ -34,7 +35,6 @@ from controllerbus.configset import (
 from controllerbus.configset.applier import ConfigSetApplier
 from controllerbus.core import new_core_bus
 from controllerbus.errors import LoaderError
-from controllerbus.example.hello import Hello, HelloReply
 from controllerbus.loader.errors import HostDependencyError, PluginImportError
 from controllerbus.loader.host import PluginHost
 from controllerbus.loader.manifest import (

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from controllerbus.api.hello import Hello
 from controllerbus.bus.bus import Bus
 from controllerbus.bus.helpers import exec_one_off
 from controllerbus.compiler import CompileResult, compile_plugin
@@ -26,7 +27,6 @@ from controllerbus.daemon import DaemonOptions, daemon_session
 from controllerbus.errors import ControllerBusError
 from controllerbus.example import boilerplate
 from controllerbus.example.boilerplate import Boilerplate
-from controllerbus.example.hello import Hello
 from controllerbus.loader.host import PluginHost
 from controllerbus.loader.manifest import wheel_key
 
