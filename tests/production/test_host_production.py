@@ -19,6 +19,7 @@ from controllerbus.loader.generation import generation_id_of
 from controllerbus.loader.host import PluginHost
 from controllerbus.loader.production import LoadPolicy
 from controllerbus.loader.state import StateDir
+from controllerbus.loader.trial import NoTrialRunner
 from controllerbus.loader.trust import TrustFileError, UntrustedWheel
 from controllerbus.loader.wheelsource import DependencyError
 
@@ -70,7 +71,7 @@ async def production_host(tmp_path: Path, *, trusted: bool = True) -> AsyncItera
     async with bus:
         with StateDir(tmp_path / "state") as state:
             policy = LoadPolicy.of(trust if trusted else None, [house], [state.path])
-            host = PluginHost(bus, state, policy=policy, prepare="inprocess")
+            host = PluginHost(bus, state, policy=policy, trials=NoTrialRunner())
             try:
                 yield Env(host, state, house, trust)
             finally:
