@@ -39,8 +39,19 @@ def typecheck(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmarks with same-run baselines; tables on stdout, JSON in benchmarks/results/."""
     session.install("-e.[test]")
-    for module in ("bench_compile", "bench_unload", "bench_reload"):
+    for module in ("bench_compile", "bench_unload", "bench_reload", "bench_production"):
         session.run("python", "-m", f"benchmarks.{module}", *session.posargs)
+
+
+@nox.session(default=False)
+def plugins(session: nox.Session) -> None:
+    """CI recipe: compile plugins/ --isolated into dist-plugins/, verify, write the trust file.
+
+    ``-- OUT_DIR`` to write elsewhere. See docs/production.md for the CI → index → fleet
+    commands that follow.
+    """
+    session.install("-e.")
+    session.run("python", "plugins/ci_build.py", *session.posargs)
 
 
 @nox.session(default=False)
