@@ -38,7 +38,7 @@ from controllerbus.bus import (
     Resolver,
     ResolverHandler,
 )
-from controllerbus.example.hello import Hello, HelloReply
+from controllerbus.api.hello import Hello, HelloReply
 from controllerbus.plugin import StaticPlugin
 
 CONTROLLER_ID = "test/$prefix/greeter/1"

@@ -303,6 +303,8 @@ class FilesystemLoaderController:
                 await self._unload(path)
             for old, new in plan.replace:
                 await self._load(new, found[new], replacing=old)
+            if len(plan.load) > 1:
+                await self.host.install_ahead(plan.load)
             for path in plan.load:
                 await self._load(path, found[path])
             if len(self.failed) == failures:

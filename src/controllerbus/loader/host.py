@@ -30,7 +30,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -53,7 +53,7 @@ from controllerbus.loader.generation import (
 )
 from controllerbus.loader.hostdeps import check_host_requirements
 from controllerbus.loader.manifest import Manifest, ManifestBook, ManifestRecord, wheel_key
-from controllerbus.loader.production import LoadPolicy
+from controllerbus.loader.production import LoadPolicy, install_all_ahead
 from controllerbus.loader.trial import TrialRunner, default_trial_runner
 from controllerbus.loader.verify import VerifiedWheel, verify_wheel
 from controllerbus.loader.wheelsource import Resolution
@@ -142,6 +142,8 @@ class PluginHost:
     ) -> None:
         self._bus = bus
         self._policy = policy or LoadPolicy(exclude=(state.path,))
+        # Generations installed ahead (in parallel) for loads to come: spared by gc.
+        self._ahead: set[str] = set()
         self._on_change = on_change
         self._state = state
         self._trials = trials if trials is not None else default_trial_runner(state.tmp_dir)
@@ -220,6 +222,13 @@ class PluginHost:
         async with self._lock:
             return await self._load(Path(wheel))
 
+    async def install_ahead(self, wheels: Sequence[Path]) -> None:
+        """Install the generations of independent ``wheels`` in parallel, not activating
+        them: the loads that follow find them installed (a cold start of many plugins).
+        Errors are left for those loads to report."""
+        async with self._lock:  # so no gc runs between an install and its recording
+            self._ahead |= await install_all_ahead(self._state.path, self._policy, wheels)
+
     async def _load(self, wheel: Path) -> LoadResult:
         started = time.perf_counter()
         phases = _Phases(started)
@@ -239,6 +248,7 @@ class PluginHost:
                 old_generation = self._active[key].generation
             deps = await asyncio.to_thread(self._policy.resolve, verified)
             new_id = generation_id_of(verified.sha256, deps.shas)
+            self._ahead.discard(new_id)  # this load owns it now
             if old_generation is not None and old_generation.id == new_id:
                 return self._unchanged(key)
             self._check_host(verified, key, old_generation, deps)
@@ -324,6 +334,7 @@ class PluginHost:
             deps.host_lines,
             plugin=binary_id,
             first_party_packages=(*verified.top_level, *deps.top_level),
+            installed=self._policy.host_distributions(),
             generation_path=old.path if old is not None else None,
             importable_shadows=True,
         )
@@ -420,7 +431,7 @@ class PluginHost:
         self._gc()
 
     def _gc(self) -> None:
-        keep = {a.generation.id for a in self._active.values()}
+        keep = {a.generation.id for a in self._active.values()} | self._ahead
         try:
             removed = self._state.gc_generations(keep)
         except OSError as exc:

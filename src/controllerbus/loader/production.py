@@ -20,21 +20,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from packaging.utils import NormalizedName
+
+from controllerbus.errors import LoaderError
 from controllerbus.loader.errors import WheelChanged
+from controllerbus.loader.generation import apply_install, plan_install
+from controllerbus.loader.hostdeps import HostDistribution
 from controllerbus.loader.trust import TrustPolicy
-from controllerbus.loader.verify import VerifiedWheel
+from controllerbus.loader.verify import VerifiedWheel, verify_wheel
 from controllerbus.loader.wheelsource import (
     FindLinks,
     Resolution,
+    cached_host_distributions,
     host_installed,
     resolve_dependencies,
 )
 
-__all__ = ["LoadPolicy", "start_index_mirror"]
+__all__ = ["LoadPolicy", "install_ahead", "install_all_ahead", "start_index_mirror"]
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +89,10 @@ class LoadPolicy:
         if trusted is not None and trusted != verified.sha256:
             raise WheelChanged(verified.path, trusted, verified.sha256)
 
+    def host_distributions(self) -> Mapping[NormalizedName, HostDistribution]:
+        """The host's distributions (cached; the state directory's never count)."""
+        return cached_host_distributions(self.exclude)
+
     def resolve(self, verified: VerifiedWheel) -> Resolution:
         """The dependency wheels ``verified`` needs and the lines the host must serve.
 
@@ -110,7 +120,6 @@ async def start_index_mirror(
     if the index is down it is logged (the daemon starts with what ``dest`` holds) and
     the background task retries. Cancel the returned task to stop.
     """
-    from controllerbus.errors import LoaderError
     from controllerbus.loader.index import IndexClient
     from controllerbus.loader.wheelcache import mirror_forever, mirror_trusted
 
@@ -131,3 +140,50 @@ async def start_index_mirror(
     return asyncio.create_task(
         mirror_forever(client, trust, dest, poll=poll), name=f"index mirror {index_url}"
     )
+
+
+def install_ahead(state_dir: Path, policy: LoadPolicy, wheel: Path) -> str | None:
+    """Trust-check, verify, resolve and install ``wheel``'s generation; no activation.
+
+    Returns the generation id, or ``None`` for a wheel that is no plugin. Blocking.
+
+    Raises:
+        LoaderError: whatever a load would raise for these steps.
+    """
+    trusted = policy.check_trust(wheel)
+    verified = verify_wheel(wheel)
+    policy.same_bytes(trusted, verified)
+    if not verified.entry_points:
+        return None
+    deps = policy.resolve(verified)
+    generation = apply_install(plan_install(state_dir, verified, dependencies=deps.wheels))
+    return generation.id
+
+
+async def install_all_ahead(
+    state_dir: Path, policy: LoadPolicy, wheels: Sequence[Path], *, workers: int = 4
+) -> set[str]:
+    """:func:`install_ahead` for independent wheels in parallel threads.
+
+    Installing is mostly ``fsync`` and file writes, which release the GIL, so a few
+    threads overlap well even on two cores. Failures are only logged at debug level:
+    the load that follows reports them properly.
+
+    Returns:
+        The generation ids installed (or found already installed).
+    """
+    gate = asyncio.Semaphore(max(1, workers))
+    done: set[str] = set()
+
+    async def one(wheel: Path) -> None:
+        async with gate:
+            try:
+                gid = await asyncio.to_thread(install_ahead, state_dir, policy, wheel)
+            except LoaderError as exc:
+                logger.debug("install ahead of %s failed (the load will say why): %s", wheel, exc)
+                return
+            if gid is not None:
+                done.add(gid)
+
+    await asyncio.gather(*(one(w) for w in wheels))
+    return done
