@@ -1,4 +1,7 @@
-"""The loader path: resolver controllers, ExecController, the loader's retry loop (BUS.md 6, 8)."""
+"""The loader path: resolver controllers, ExecController, the loader's retry loop.
+
+Semantics: docs/bus.md#the-loader-path.
+"""
 
 from __future__ import annotations
 
