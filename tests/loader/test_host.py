@@ -48,6 +48,7 @@ from controllerbus.loader.manifest import (
 from controllerbus.loader.purge import purge_generation
 from controllerbus.loader.state import StateDir
 from controllerbus.loader.trial import TrialServer, trial_runner
+from tests.helpers import eventually
 
 from .pluginkit import BROKEN_VARIANTS, PluginProjects, rewrite_member, write_projects
 from .wheelkit import snapshot
@@ -175,15 +176,25 @@ async def ask(bus: Bus, name: str = "bob") -> str | None:
 async def answer_becomes(bus: Bus, expected: str, *, within: float = 10.0) -> None:
     """Ask until the answer is ``expected`` (a restarting controller takes a moment)."""
     seen: list[str | None] = []
-    deadline = asyncio.get_running_loop().time() + within
-    while asyncio.get_running_loop().time() < deadline:
+
+    async def answered() -> bool:
         seen.append(await ask(bus))
-        if seen[-1] == expected:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(
-        f"never answered {expected!r}; answers seen: {sorted(set(map(str, seen)))}"
+        return seen[-1] == expected
+
+    await eventually(
+        answered,
+        within=within,
+        step=0.01,
+        failure=lambda: f"never answered {expected!r}; answers seen: {sorted(set(map(str, seen)))}",
     )
+
+
+async def load_and_greet(h: Harness, wheel: Path) -> None:
+    """Load ``wheel``, apply the greeter's config set and wait until it answers."""
+    await h.host.load(wheel)
+    assert h.applier is not None
+    await h.applier.apply(strict=True)
+    await answer_becomes(h.bus, "hello, bob!")
 
 
 class Greeter:
@@ -310,10 +321,7 @@ async def test_unload_stops_running_controllers_of_the_plugin(
     wheels: Wheels, tmp_path: Path
 ) -> None:
     async with plugin_host(tmp_path, greeter_config=wheels.projects.config_id) as h:
-        await h.host.load(wheels.v1.wheel)
-        assert h.applier is not None
-        await h.applier.apply(strict=True)
-        await answer_becomes(h.bus, "hello, bob!")
+        await load_and_greet(h, wheels.v1.wheel)
 
         report = await h.host.unload(wheels.binary_id)
 
@@ -369,10 +377,7 @@ async def test_reload_switches_to_new_code_and_collects_the_old_generation(
     wheels: Wheels, tmp_path: Path
 ) -> None:
     async with plugin_host(tmp_path, greeter_config=wheels.projects.config_id) as h:
-        await h.host.load(wheels.v1.wheel)
-        assert h.applier is not None
-        await h.applier.apply(strict=True)
-        await answer_becomes(h.bus, "hello, bob!")
+        await load_and_greet(h, wheels.v1.wheel)
         old_greeter = _module_ref(wheels.greeter_module)
 
         result = await h.host.load(wheels.v2.wheel)
@@ -568,10 +573,7 @@ async def test_activation_failure_after_the_switch_rolls_back(
         wheels.v1, wheels.projects, tmp_path / "bad" / wheels.v1.wheel.name
     )
     async with plugin_host(tmp_path, trial=trial, greeter_config=wheels.projects.config_id) as h:
-        await h.host.load(wheels.v1.wheel)
-        assert h.applier is not None
-        await h.applier.apply(strict=True)
-        await answer_becomes(h.bus, "hello, bob!")
+        await load_and_greet(h, wheels.v1.wheel)
         old_greeter = _module_ref(wheels.greeter_module)
         good_record = h.host.manifest.get(wheels.binary_id)
         assert good_record is not None
