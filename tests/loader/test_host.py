@@ -50,7 +50,13 @@ from controllerbus.loader.state import StateDir
 from controllerbus.loader.trial import TrialServer, trial_runner
 from tests.helpers import eventually
 
-from .pluginkit import BROKEN_VARIANTS, PluginProjects, rewrite_member, write_projects
+from .pluginkit import (
+    BROKEN_VARIANTS,
+    PluginProjects,
+    Wheels,
+    compile_wheels,
+    rewrite_member,
+)
 from .wheelkit import snapshot
 
 if TYPE_CHECKING:
@@ -62,36 +68,11 @@ if TYPE_CHECKING:
 PREFIX = "cbt_host"
 
 
-@dataclass(frozen=True, slots=True)
-class Wheels:
-    """The module's plugin: v1 says "hello", v2 (library edited) says "howdy"."""
-
-    projects: PluginProjects
-    v1: CompileResult
-    v2: CompileResult
-
-    @property
-    def binary_id(self) -> str:
-        return self.projects.binary_id
-
-    @property
-    def top_levels(self) -> tuple[str, ...]:
-        return self.projects.top_levels(self.v1.module)
-
-    @property
-    def greeter_module(self) -> str:
-        return f"{self.projects.package}.greeter"
-
-
 @pytest.fixture(scope="module")
 def wheels(tmp_path_factory: pytest.TempPathFactory) -> Wheels:
-    root = tmp_path_factory.mktemp("host-plugins")
-    projects = write_projects(root / "projects", PREFIX)
-    v1 = projects.compile(root / "v1")
-    projects.set_greeting("howdy")
-    v2 = projects.compile(root / "v2")
-    assert v1.sha256 != v2.sha256
-    return Wheels(projects, v1, v2)
+    wheels = compile_wheels(tmp_path_factory.mktemp("host-plugins"), PREFIX)
+    assert wheels.v1.sha256 != wheels.v2.sha256
+    return wheels
 
 
 @dataclass(eq=False)
