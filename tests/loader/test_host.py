@@ -351,6 +351,26 @@ async def test_records_active_in_a_previous_process_start_as_unloaded(
         assert h.host.active() == {}
 
 
+async def test_outcomes_can_be_awaited_instead_of_polled(wheels: Wheels, tmp_path: Path) -> None:
+    bad = tmp_path / "bad" / wheels.v1.wheel.name.replace(wheels.v1.version, "9.9.9")
+    bad.parent.mkdir()
+    bad.write_bytes(b"not a zip")
+    async with plugin_host(tmp_path) as h:
+        failed = asyncio.create_task(h.host.wait_for_record(wheel_key(bad)))
+        loaded = asyncio.create_task(h.host.wait_for_generation(wheels.binary_id))
+        await asyncio.sleep(0.01)
+        assert not failed.done()
+        assert not loaded.done()
+        with pytest.raises(LoaderError):
+            await h.host.load(bad)
+        assert (await asyncio.wait_for(failed, 5)).status == "failed"
+        assert not loaded.done()
+        await h.host.load(wheels.v1.wheel)
+        assert await asyncio.wait_for(loaded, 5) == wheels.v1.sha256
+        # Already true: at once.
+        assert await h.host.wait_for_generation(wheels.binary_id, "other") == wheels.v1.sha256
+
+
 # -- reload -----------------------------------------------------------------------------------
 
 
