@@ -214,6 +214,44 @@ async def test_an_ignored_add_and_other_config_ids_disturb_nothing(
     ref.release()
 
 
+async def test_withdrawn_newer_factory_elsewhere_falls_back_to_this_one(
+    core: tuple[Bus, StaticResolver],
+) -> None:
+    # A plugin's newer factory supersedes the static one; when the plugin's factory
+    # goes, the static one serves again (it used to stay superseded for good).
+    bus, static = core
+    plugin = StaticResolver()
+    bus.run_controller(ResolverController(bus, plugin))
+    v1 = WidgetFactory("0.0.1")
+    static.add_factory(v1)
+    rec = Recorder()
+    inst, ref = bus.add_directive(LoadControllerWithConfig(WidgetConfig()), rec)
+    await eventually(lambda: bool(v1.built) and running(rec) == v1.built)
+
+    v2 = WidgetFactory("0.0.2")
+    plugin.add_factory(v2)
+    await eventually(lambda: bool(v2.built) and running(rec) == v2.built)
+    # Reported once: the static resolver only watches the newer controller.
+    assert len(inst.get_values()) == 1
+    assert exec_versions(bus) == ["0.0.2"]
+
+    plugin.remove_factory(WidgetConfig.CONFIG_ID)
+    await eventually(lambda: len(v1.built) == 2 and running(rec) == v1.built[1:])
+    assert v2.built[0].closed
+    assert exec_versions(bus) == ["0.0.1"]
+    # An equal version elsewhere joins the running controller instead of a second one.
+    same = WidgetFactory("0.0.1")
+    plugin.add_factory(same)
+    await settle(20)
+    assert same.built == []
+    assert running(rec) == v1.built[1:]
+    # ... and when the owner of the running controller withdraws, the other serves.
+    static.remove_factory(WidgetConfig.CONFIG_ID)
+    await eventually(lambda: bool(same.built) and running(rec) == same.built)
+    assert all(w.closed for w in v1.built)
+    ref.release()
+
+
 class OtherConfig(Config):
     CONFIG_ID: ClassVar[str] = "test/other/1"
 

@@ -27,7 +27,7 @@ from controllerbus.bus.directives import (
     LoadControllerWithConfig,
     LoadFactoryByConfig,
 )
-from controllerbus.bus.helpers import PassThruHandler
+from controllerbus.bus.helpers import CallbackHandler, PassThruHandler
 from controllerbus.bus.protocols import (
     ConfigConstructor,
     ControllerInfo,
@@ -224,25 +224,54 @@ class _LoadControllerResolver:
         factory = await ctrl.resolver.get_factory_matching_config(self._config)
         if factory is None:
             return
-        exec_disposed = asyncio.Event()
-        passthru = PassThruHandler(handler, on_disposed=lambda _inst: exec_disposed.set())
+        stops = [ctrl._closed]
+        if (factory_done := _factory_event(factory)) is not None:
+            stops.append(factory_done)
+        # One round per ExecController instance this resolver follows. Another
+        # resolver's strictly newer factory supersedes ours; an equal or older one of
+        # ours joins theirs. Theirs is only watched, through a weak reference: its
+        # owner reports its values, and it goes when the owner withdraws it (factory
+        # removed, plugin unloaded); ours then serves again in the next round.
+        while not any(event.is_set() for event in stops) and not ctrl._bus.closed:
+            if not await self._follow(handler, factory, stops):
+                return
+
+    async def _follow(
+        self, handler: ResolverHandler, factory: Factory, stops: list[asyncio.Event]
+    ) -> bool:
+        """Serve through one ExecController instance; whether to go round again."""
+        ctrl = self._ctrl
         try:
-            _inst, ref = ctrl._bus.add_directive(ExecController(factory, self._config), passthru)
+            inst, ref = ctrl._bus.add_directive(ExecController(factory, self._config))
         except Exception as exc:
             # Log text, not the exception: a retained log record must not pin its frames.
             logger.warning(
                 "cannot execute controller for %s: %s", self._config.config_id(), str(exc)
             )
             handler.add_value(ExecControllerValue(error=exc))
-            return
-        waits = [exec_disposed, ctrl._closed]
-        if (factory_done := _factory_event(factory)) is not None:
-            waits.append(factory_done)
+            return False
+        exec_disposed = asyncio.Event()
+
+        def disposed(_inst: DirectiveInstance) -> None:
+            exec_disposed.set()
+
+        directive = inst.get_directive()
+        passthru: PassThruHandler | None = None
+        if isinstance(directive, ExecController) and directive.factory is factory:
+            passthru = PassThruHandler(handler, on_disposed=disposed)
+            held = inst.add_reference(passthru)
+        else:
+            held = inst.add_reference(CallbackHandler(on_disposed=disposed), weak=True)
+        ref.release()
+        if held is None:  # pragma: no cover - the instance cannot go in between
+            return True
         try:
-            await wait_first(waits)
+            await wait_first([exec_disposed, *stops])
         finally:
-            ref.release()
-            passthru.clear()
+            held.release()
+            if passthru is not None:
+                passthru.clear()
+        return exec_disposed.is_set()
 
 
 class _LoadFactoryResolver:
