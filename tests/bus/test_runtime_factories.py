@@ -320,6 +320,8 @@ async def test_reoffer_replaces_one_handlers_answers_after_their_cleanup(bus: Bu
             finally:
                 # Cleanup that takes a few loop rounds (e.g. releasing a reference).
                 await asyncio.sleep(0)
+                # A replaced run can no longer add values (no stale duplicates).
+                assert handler.add_value(f"late {gen}") is None
                 await asyncio.sleep(0)
                 events.append(f"cleaned {gen}")
 

@@ -6,6 +6,12 @@ here, or a plugin's) and answers ``LoadControllerWithConfig``,
 controllers answer the same ``LoadControllerWithConfig``; the ``ExecController``
 directives they add de-duplicate on the bus, and a factory with a strictly higher
 version supersedes.
+
+A resolver with a ``subscribe`` method (:class:`StaticResolver`) reports factory
+changes while its controller runs; the controller then re-offers the directives for
+the changed config ids to itself (:meth:`Bus.reoffer`), so waiting directives are
+answered and withdrawn factories stop serving (docs/bus.md, "Factories added at
+runtime").
 """
 
 from __future__ import annotations
