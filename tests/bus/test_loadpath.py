@@ -37,7 +37,8 @@ from controllerbus.example.boilerplate import (
     BoilerplateResult,
     new_factory,
 )
-from tests.bus.doubles import Recorder, WidgetConfig, WidgetFactory, settle
+from tests.bus.doubles import Recorder, WidgetConfig, settle
+from tests.bus.doubles import WidgetFactory as WidgetFactory  # re-exported for tests/configset
 
 FAST = BackoffPolicy(initial_interval=0.01, max_interval=0.02, max_elapsed=0.2)
 
