@@ -19,7 +19,7 @@ wheel A says "hello", wheel B "howdy".
      a fresh interpreter of the new generation) and ``"none"`` (no trial);
    * unload (stop, purge, leak check, garbage-collect the generation).
 
-   Baselines, measured in the same run: the NOTES.md floor of "new code serving"
+   Baselines, measured in the same run: the floor of "new code serving"
    (extract the same wheel into a fresh directory, put it on ``sys.path``, import the
    plugin, purge it), and the "restart the process" alternative (a cold
    ``python -c "import <plugin module>"``).

@@ -1,4 +1,4 @@
-"""The daemon: run the controllers of a config set until told to stop (BUS.md 7, Daemon).
+"""The daemon: run the controllers of a config set until told to stop (docs/bus.md#daemon).
 
 :func:`run_daemon` is what ``cbus daemon`` runs; it is a plain coroutine so tests
 and embedding hosts can drive it with their own stop event. With a plugins

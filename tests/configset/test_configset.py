@@ -1,4 +1,7 @@
-"""Config sets: file format, marshalling, parse errors and apply semantics (BUS.md 7)."""
+"""Config sets: file format, marshalling, parse errors and apply semantics.
+
+Semantics: docs/bus.md#config-sets.
+"""
 
 from __future__ import annotations
 
