@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from controllerbus.core import new_core_bus
+from controllerbus.errors import LoaderError
 from controllerbus.loader.dependencies import plan_dependencies
 from controllerbus.loader.errors import HostDependencyError
 from controllerbus.loader.filesystem import scan_dir
@@ -198,3 +199,20 @@ def test_filesystem_scan_skips_dependency_wheels(tmp_path: Path, wheels: Wheels)
     for wheel in (wheels.v1, wheels.dep):
         shutil.copy2(wheel, tmp_path / wheel.name)
     assert sorted(p.name for p in scan_dir(tmp_path)) == [wheels.v1.name]
+
+
+async def test_install_ahead_installs_in_parallel_and_loads_reuse(tmp_path: Path) -> None:
+    src, out = tmp_path / "src", tmp_path / "wheels"
+    wheels = [build(plugin_project(src, f"cbp_ahead{i}", dependency=None), out) for i in range(3)]
+    broken = out / "cbp_broken-1.0-py3-none-any.whl"
+    broken.write_bytes(b"not a zip")
+    async with production_host(tmp_path, trusted=False) as env:
+        await env.host.install_ahead([*wheels, broken])
+        assert generations(env) == sorted(sha256(w) for w in wheels)
+        results = [await env.host.load(w) for w in wheels]
+        # Every load found its generation installed: the gc after the first load
+        # spared the ones installed ahead for the loads still to come.
+        assert [r.reused for r in results] == [True, True, True]
+        assert sorted(env.host.active().values()) == generations(env)
+        with pytest.raises(LoaderError, match="not a valid zip"):
+            await env.host.load(broken)
