@@ -42,7 +42,10 @@ from tests.production.prodkit import build, pin, plugin_project
 from benchmarks.harness import Row, measure, print_table, write_json
 from controllerbus.api.hello import Hello
 from controllerbus.bus.helpers import exec_one_off
+from controllerbus.core import new_core_bus
 from controllerbus.daemon import DaemonOptions, DaemonSession, daemon_session
+from controllerbus.loader.host import PluginHost
+from controllerbus.loader.state import StateDir
 from controllerbus.loader.trust import parse_trust_file
 from controllerbus.loader.verify import verify_wheel
 
@@ -194,8 +197,38 @@ async def reload_rows(
         return {"times": times, "stalls": stalls, "answers": answers}
 
 
+async def host_reload_times(work: Path, wheels: list[Path], v2: Path, repeat: int) -> list[float]:
+    """Reload plugin 0 on a bare PluginHost (no config set): the loader's own share."""
+    bus, _static = new_core_bus()
+    async with bus:
+        with StateDir(Path(tempfile.mkdtemp(dir=work, prefix="host-"))) as state:
+            host = PluginHost(bus, state)
+            await host.install_ahead(wheels)
+            for wheel in wheels:
+                await host.load(wheel)
+            times = []
+            for i in range(repeat):
+                start = time.perf_counter()
+                await host.load(v2 if i % 2 == 0 else wheels[0])
+                times.append((time.perf_counter() - start) * 1000)
+            await host.aclose()
+            return times
+
+
 def bench_reload(work: Path, many: list[Path], v2: Path, repeat: int) -> list[Row]:
     rows = []
+    for label, wheels in (("alone", many[:1]), (f"with {len(many) - 1} others loaded", many)):
+        times = asyncio.run(host_reload_times(work, wheels, v2, repeat))
+        rows.append(
+            Row(
+                f"host only: reload 1 plugin, {label}",
+                min(times),
+                statistics.median(times),
+                repeat,
+                baseline="host only: reload 1 plugin, alone" if label != "alone" else "",
+                note="PluginHost.load, no config set",
+            )
+        )
     for label, wheels in (("alone", many[:1]), (f"with {len(many) - 1} others serving", many)):
         result = asyncio.run(reload_rows(work, wheels, v2, repeat))
         base = "reload 1 plugin, alone"

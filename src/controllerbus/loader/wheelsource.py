@@ -162,7 +162,7 @@ def cached_host_distributions(
     exclude: Collection[Path] = (),
 ) -> Mapping[NormalizedName, HostDistribution]:
     """:func:`~controllerbus.loader.hostdeps.host_distributions` of ``sys.path`` minus
-    ``exclude``, cached per path and the mtimes of its directories.
+    ``exclude``, cached per path and the mtimes of its site directories.
 
     Parsing every installed METADATA costs ~100 ms on a host with 200 distributions;
     a hundred loads must not pay it a hundred times. Installing into the host changes
@@ -172,13 +172,29 @@ def cached_host_distributions(
     path = tuple(
         p for p in sys.path if not any(is_within(os.path.abspath(p or "."), r) for r in excluded)
     )
+    sites = _site_dirs()
     mtimes = []
     for entry in path:
-        try:
-            mtimes.append(os.stat(entry or ".").st_mtime_ns)
-        except OSError:
+        # Only site directories count: installing changes their mtime, while a
+        # script's directory or the cwd on sys.path changes whenever a file is made.
+        if os.path.abspath(entry or ".") not in sites:
             mtimes.append(0)
+            continue
+        try:
+            mtimes.append(os.stat(entry).st_mtime_ns)
+        except OSError:
+            mtimes.append(-1)
     return _host_distributions(path, tuple(mtimes))
+
+
+@functools.cache
+def _site_dirs() -> frozenset[str]:
+    import site
+    import sysconfig
+
+    dirs = {*site.getsitepackages(), site.getusersitepackages()}
+    dirs.update(sysconfig.get_paths()[key] for key in ("purelib", "platlib"))
+    return frozenset(os.path.abspath(d) for d in dirs)
 
 
 @functools.lru_cache(maxsize=8)
