@@ -216,3 +216,13 @@ async def test_install_ahead_installs_in_parallel_and_loads_reuse(tmp_path: Path
         assert sorted(env.host.active().values()) == generations(env)
         with pytest.raises(LoaderError, match="not a valid zip"):
             await env.host.load(broken)
+
+
+async def test_the_unload_proof_covers_dependency_modules(tmp_path: Path, wheels: Wheels) -> None:
+    async with production_host(tmp_path, trusted=False) as env:
+        plugin, _dep = put(env, wheels.v1, wheels.dep)
+        await env.host.load(plugin)
+        held = [sys.modules[DEP_MODULE]]  # a host-side reference to the dependency
+        report = await env.host.unload(BINARY_ID)
+        assert any(f"module {DEP_MODULE}" in s for s in report.survivors), report.survivors
+        held.clear()
