@@ -140,7 +140,7 @@ def test_wheelhouse_offline_pinned_loads_unpinned_and_wrong_hashes_refused(
     assert sha256(tampered) != sha256(dep)
     for wheel in (v1, dep):
         shutil.copy2(wheel, house / wheel.name)
-    trust = tmp_path / "trust.txt"
+    trust = house / "trust.txt"  # where `nox -s plugins` writes it: a change is an event
     cbus(tmp_path, "plugins", "trust", str(house), "-o", str(trust))
     (tmp_path / "cbus.yaml").write_text(config_for(prefix))
 
@@ -177,6 +177,14 @@ def test_wheelhouse_offline_pinned_loads_unpinned_and_wrong_hashes_refused(
     assert f"{prefix} ready" not in tail
     assert active_generation(tmp_path, state, f"test/{prefix}") == serving
     assert (state / "generations" / serving).is_dir()
+
+    # The good dependency bytes are back and the trust file changes: the refused
+    # wheels are retried, and the newest (v3) replaces v1.
+    mark = len(daemon.text())
+    shutil.copy2(dep, house / dep.name)
+    trust.write_text(trust.read_text() + "# reviewed\n")
+    log = daemon.wait_for(f"replaced {serving[:12]}", after=mark)
+    assert f"plugin test/{prefix} 3.0.0 active" in log[mark:]
 
     log = assert_clean_stop(daemon)
     assert f"plugin test/{prefix} unloaded (generation {serving[:12]}" in log

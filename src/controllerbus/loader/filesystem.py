@@ -229,6 +229,7 @@ class FilesystemLoaderController:
     synced: asyncio.Event = field(default_factory=asyncio.Event)
     stopped: asyncio.Event = field(default_factory=asyncio.Event)
     passes: int = 0
+    trust_seen: object = None
 
     def get_controller_info(self) -> ControllerInfo:
         return ControllerInfo(
@@ -261,7 +262,8 @@ class FilesystemLoaderController:
         def wanted(_change: Change, path: str) -> bool:
             # Deletions of temp names never matter; a rename into place shows up
             # as an event on the final name.
-            return is_candidate(Path(path).name)
+            trust = self.host.policy.trust
+            return is_candidate(Path(path).name) or (trust is not None and Path(path) == trust.path)
 
         watcher = Watcher(
             WatchSet.of(dirs=[self.directory]),
@@ -289,6 +291,12 @@ class FilesystemLoaderController:
         (left by ``--no-cleanup``) gets its turn, and nothing is retried twice.
         """
         found = await asyncio.to_thread(scan_dir, self.directory)
+        trust_key = await asyncio.to_thread(self.host.policy.trust_key)
+        if trust_key != self.trust_seen:
+            # A changed trust file may pin wheels it refused before: retry them once.
+            if self.passes:
+                self.failed.clear()
+            self.trust_seen = trust_key
         first: SyncPlan | None = None
         for _ in range(len(found) + 1):
             plan = plan_sync({p: st for p, (st, _) in self.loaded.items()}, self.failed, found)

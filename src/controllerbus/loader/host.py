@@ -167,6 +167,11 @@ class PluginHost:
         """The trial runner reloads use."""
         return self._trials
 
+    @property
+    def policy(self) -> LoadPolicy:
+        """The trust and dependency-wheel settings loads follow."""
+        return self._policy
+
     def active(self) -> dict[str, str]:
         """Active plugins: binary id → generation id."""
         return {bid: a.generation.id for bid, a in sorted(self._active.items())}

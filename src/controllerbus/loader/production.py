@@ -74,6 +74,10 @@ class LoadPolicy:
             tuple(p.absolute() for p in exclude),
         )
 
+    def trust_key(self) -> object:
+        """Changes whenever the trust file does (``None`` without one)."""
+        return self.trust.key() if self.trust is not None else None
+
     def check_trust(self, wheel: Path) -> str | None:
         """The wheel's sha256 if pinned; ``None`` without a trust file.
 

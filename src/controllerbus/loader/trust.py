@@ -319,6 +319,14 @@ class TrustPolicy:
         assert self._trust is not None
         return self._trust
 
+    def key(self) -> tuple[int, int, int] | None:
+        """The trust file's (inode, size, mtime), or ``None`` if it cannot be stat-ed."""
+        try:
+            st = self.path.stat()
+        except OSError:
+            return None
+        return (st.st_ino, st.st_size, st.st_mtime_ns)
+
     def check(self, path: Path) -> str:
         """:meth:`TrustFile.check` against the current file."""
         return self.current().check(path)
