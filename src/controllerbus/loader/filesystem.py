@@ -20,7 +20,8 @@ The pass is planned first (:func:`plan_sync`, pure) and applied afterwards:
 
 Each step goes in sorted order; one failing wheel is logged and recorded in the
 manifest and does not stop the others. A failed file is retried when its size or
-mtime changes. With ``watch`` the directory is watched with watchfiles: changes
+mtime changes, or when the host's trust file changed (a change of a trust file kept
+in the directory triggers a pass). With ``watch`` the directory is watched with watchfiles: changes
 are debounced (a pass runs once the directory has been quiet for ``step`` ms, at
 most ``debounce`` ms after the first change), and a watcher that cannot be set up
 ends the controller with an error instead of silently missing changes.
