@@ -21,6 +21,7 @@ the work done.
 
 from __future__ import annotations
 
+import itertools
 import stat
 import struct
 import unicodedata
@@ -229,7 +230,7 @@ def _overlap_issues(infos: Sequence[zipfile.ZipInfo], data: bytes) -> list[str]:
         end = start + _LOCAL_HEADER.size + name_len + extra_len + info.compress_size
         spans.append((start, end, info.filename))
     spans.sort()
-    for (_s1, end1, name1), (start2, _e2, name2) in zip(spans, spans[1:], strict=False):
+    for (_s1, end1, name1), (start2, _e2, name2) in itertools.pairwise(spans):
         if start2 < end1:
             return [
                 f"members {name1!r} and {name2!r} overlap in the archive (a zip-bomb "
