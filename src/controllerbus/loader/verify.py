@@ -350,10 +350,11 @@ def _read_wheel(
         fd, st = open_checked(path, strict=strict_permissions)
     except OSError as exc:
         raise InvalidWheel(path, [*issues, f"cannot read the file: {exc}"]) from exc
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        kind = "a directory" if stat.S_ISDIR(st.st_mode) else "a device, FIFO or socket"
+        raise InvalidWheel(path, [*issues, f"not a regular file ({kind})"])
     with os.fdopen(fd, "rb") as stream:
-        if not stat.S_ISREG(st.st_mode):
-            kind = "a directory" if stat.S_ISDIR(st.st_mode) else "a device, FIFO or socket"
-            raise InvalidWheel(path, [*issues, f"not a regular file ({kind})"])
         if st.st_size > limits.wheel_bytes:
             issues.append(f"the file is larger than the limit of {limits.wheel_bytes} bytes")
             raise InvalidWheel(path, issues)
@@ -481,7 +482,9 @@ def _check_record(
     record_text = check.read_text(record_name) if record_name else None
     if record_text is not None:
         try:
-            for elements in parse_record_file(record_text.splitlines()):
+            # Not splitlines(): it also splits at U+0085 and U+2028, which a hostile
+            # member name may contain; csv's own line handling is the RECORD format.
+            for elements in parse_record_file(io.StringIO(record_text, newline="")):
                 try:
                     line = RecordEntry.from_elements(*elements)
                 except InvalidRecordEntry as exc:
@@ -493,7 +496,7 @@ def _check_record(
                 items.append(
                     RecordItem(line.path, str(line.hash_) if line.hash_ else "", line.size)
                 )
-        except (ValueError, csv.Error) as exc:
+        except (ValueError, csv.Error, InvalidRecordEntry) as exc:
             check.add(f"RECORD is not a valid CSV file: {exc}")
 
     signatures = {f"{check.dist_info}/RECORD.jws", f"{check.dist_info}/RECORD.p7s"}
