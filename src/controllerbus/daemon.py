@@ -73,6 +73,8 @@ class DaemonOptions:
         plugins_dir: a directory of plugin wheels to load (``None``: no plugins).
         state_dir: where generations and the manifest live.
         watch: re-sync the plugins directory on change.
+        insecure_permissions: trust plugins/state directories and wheels that others
+            could write (:mod:`~controllerbus.loader.permissions`).
     """
 
     config_path: Path = DEFAULT_CONFIG
@@ -80,6 +82,7 @@ class DaemonOptions:
     plugins_dir: Path | None = None
     state_dir: Path = DEFAULT_STATE_DIR
     watch: bool = True
+    insecure_permissions: bool = False
 
 
 async def read_config_document(
@@ -280,7 +283,11 @@ async def _start_plugin_loader(
     applier: ConfigSetApplier,
 ) -> _PluginLoader:
     assert options.plugins_dir is not None
-    host = PluginHost(bus, state, on_change=applier.refresh)
+    if options.insecure_permissions:
+        logger.warning("permission checks are off (--insecure-permissions)")
+    host = PluginHost(
+        bus, state, on_change=applier.refresh, insecure_permissions=options.insecure_permissions
+    )
     static.add_factory(new_filesystem_loader_factory(host))
     directive = LoadControllerWithConfig(
         FilesystemLoaderConfig(dir=str(options.plugins_dir), watch=options.watch)

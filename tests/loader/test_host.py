@@ -482,7 +482,8 @@ async def test_bad_wheel_on_reload_keeps_the_old_generation_serving(
             assert record == good_record
             failed = h.host.manifest.get(wheel_key(bad))
             assert failed is not None
-            assert (failed.status, failed.error, failed.generation) == ("failed", message, "")
+            # Refused before anything was installed: the file is rejected.
+            assert (failed.status, failed.error, failed.generation) == ("rejected", message, "")
         assert read_manifest(h.state.path) == h.host.manifest
 
         greeter.stop()
@@ -517,7 +518,8 @@ async def test_bad_wheel_on_first_load_leaves_nothing_behind(
         key = wheels.binary_id if broken.verified else wheel_key(bad)
         record = h.host.manifest.get(key)
         assert record is not None
-        assert (record.status, record.error, record.generation) == ("failed", message, "")
+        status = "failed" if broken.verified else "rejected"
+        assert (record.status, record.error, record.generation) == (status, message, "")
         assert read_manifest(h.state.path) == h.host.manifest
 
 

@@ -198,7 +198,8 @@ BAD_WHEELS: list[tuple[str, Mutation, str]] = [
         _rename("cbus_loader_hello-2.0-py3-none-any.whl"),
         "does not match the filename's version 2.0",
     ),
-    ("invalid-filename", _rename("plugin.zip"), "invalid wheel filename"),
+    ("invalid-filename", _rename("plugin.zip"), "does not end in .whl"),
+    ("invalid-wheel-name", _rename("plugin-x.whl"), "invalid wheel filename"),
     (
         "unsupported-tag",
         _rename(f"{DIST}-cp27-cp27mu-manylinux1_x86_64.whl"),

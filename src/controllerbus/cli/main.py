@@ -88,19 +88,29 @@ async def _run_until_signal(options: DaemonOptions) -> None:
     show_envvar=True,
     help="Watch the plugins directory and hot-reload changed wheels.",
 )
+@click.option(
+    "--insecure-permissions",
+    is_flag=True,
+    envvar="CBUS_INSECURE_PERMISSIONS",
+    show_envvar=True,
+    help="Trust a plugins directory, state directory or wheel that another user, the "
+    "group or everyone can write (by default refused, like ssh's StrictModes).",
+)
 def daemon(
     config_path: Path,
     write_config: bool,
     plugins_dir: Path | None,
     state_dir: Path,
     watch: bool,
+    insecure_permissions: bool,
 ) -> None:
     """Run the controllers of a config set until SIGINT or SIGTERM.
 
     With --plugins-dir, plugin wheels (from cbus-compile) are loaded first, each
     into its own generation under --state-dir, and a changed wheel replaces the
     running generation; a bad wheel is reported and the last good one keeps
-    serving.
+    serving. Directories and wheels that others could write are refused with the
+    chmod/chown that fixes them (see --insecure-permissions).
 
     \b
     Examples:
@@ -113,6 +123,7 @@ def daemon(
         plugins_dir=plugins_dir,
         state_dir=state_dir,
         watch=watch,
+        insecure_permissions=insecure_permissions,
     )
     try:
         asyncio.run(_run_until_signal(options))
@@ -213,7 +224,8 @@ def format_manifest(records: Sequence[ManifestRecord]) -> str:
     for record, row in zip(records, rows, strict=True):
         lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
         if record.error:
-            lines.append("    error: " + record.error.replace("\n", "\n    "))
+            label = "rejected" if record.status == "rejected" else "error"
+            lines.append(f"    {label}: " + record.error.replace("\n", "\n    "))
         for leak in record.leaks:
             lines.append("    leak: " + leak)
     return "\n".join(lines)

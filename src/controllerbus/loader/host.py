@@ -44,10 +44,16 @@ from controllerbus.loader.activation import (
     deactivate,
     entry_point_of,
 )
-from controllerbus.loader.errors import LoaderError, PluginPrepareError
+from controllerbus.loader.errors import (
+    InsecurePath,
+    InvalidWheel,
+    LoaderError,
+    PluginPrepareError,
+)
 from controllerbus.loader.generation import Generation, apply_install, plan_install
 from controllerbus.loader.hostdeps import check_host_requirements
 from controllerbus.loader.manifest import Manifest, ManifestBook, ManifestRecord, wheel_key
+from controllerbus.loader.permissions import check_directory
 from controllerbus.loader.trial import TrialRunner, default_trial_runner
 from controllerbus.loader.verify import VerifiedWheel, verify_wheel
 
@@ -118,6 +124,11 @@ class PluginHost:
             the old generation's objects are checked for leaks: the place to drop
             references to the old generation's objects (the daemon re-types its
             config set there, so configs of the old classes go away).
+        insecure_permissions: trust the state directory and wheels even when someone
+            else could write them (:mod:`~controllerbus.loader.permissions`).
+
+    Raises:
+        InsecurePath: the state directory is not trusted (see ``insecure_permissions``).
     """
 
     def __init__(
@@ -128,7 +139,11 @@ class PluginHost:
         trials: TrialRunner | None = None,
         stop_timeout: float = 10.0,
         on_change: Callable[[], Awaitable[None]] | None = None,
+        insecure_permissions: bool = False,
     ) -> None:
+        self._strict = not insecure_permissions
+        if self._strict:
+            check_directory(state.path, "state directory")
         self._bus = bus
         self._on_change = on_change
         self._state = state
@@ -147,6 +162,11 @@ class PluginHost:
     def manifest(self) -> Manifest:
         """The manifest as last written."""
         return self._book.manifest
+
+    @property
+    def strict_permissions(self) -> bool:
+        """Whether directories and wheels others could write are refused."""
+        return self._strict
 
     @property
     def trials(self) -> TrialRunner:
@@ -217,7 +237,7 @@ class PluginHost:
         # reference to the old plugin would make its unload look like a leak.
         old_generation: Generation | None = None
         try:
-            verified = await asyncio.to_thread(verify_wheel, wheel)
+            verified = await asyncio.to_thread(self._verify, wheel)
             phases.mark("verify")
             key, ep_value = entry_point_of(verified)
             if key in self._active:
@@ -384,6 +404,11 @@ class PluginHost:
 
     # -- manifest and state ---------------------------------------------------------------------
 
+    def _verify(self, wheel: Path) -> VerifiedWheel:
+        if self._strict:
+            check_directory(self._state.path, "state directory")
+        return verify_wheel(wheel, strict_permissions=self._strict)
+
     def _failed(
         self,
         key: str,
@@ -395,7 +420,8 @@ class PluginHost:
     ) -> None:
         # Text, not the exception: a retained log record must not pin its frames.
         logger.error("plugin %s: %s", key, str(exc), extra={"plugin": key, "wheel": str(wheel)})
-        self._book.failed(key, wheel, verified, str(exc), serving=serving)
+        rejected = isinstance(exc, (InvalidWheel, InsecurePath))
+        self._book.failed(key, wheel, verified, str(exc), serving=serving, rejected=rejected)
         self._gc()
 
     def _gc(self) -> None:

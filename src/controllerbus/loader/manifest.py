@@ -8,10 +8,11 @@ are missing), the loader has no binary id yet and records it under
 :func:`wheel_key` (``wheel:<file name>``) instead.
 
 A record's ``status`` describes the generation it names: ``active`` (serving),
-``failed`` (could not be loaded; ``error`` says why) or ``unloaded`` (removed;
-``leaks`` lists what survived the unload). After a rolled-back reload the record
-stays ``active`` on the old generation and ``error`` carries the failed reload's
-message.
+``failed`` (could not be loaded; ``error`` says why), ``rejected`` (the file was
+refused before anything was installed: not a loadable wheel, or not trusted) or
+``unloaded`` (removed; ``leaks`` lists what survived the unload). After a
+rolled-back reload the record stays ``active`` on the old generation and ``error``
+carries the failed reload's message.
 
 The file is written atomically (temp file, fsync, ``os.replace``, directory fsync),
 with records sorted by key so that diffs stay readable.
@@ -57,7 +58,7 @@ logger = logging.getLogger(__name__)
 MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION: Final = 1
 
-PluginStatus = Literal["active", "failed", "unloaded"]
+PluginStatus = Literal["active", "failed", "rejected", "unloaded"]
 
 
 def utc_now() -> datetime:
@@ -80,7 +81,7 @@ class ManifestRecord(BaseModel):
         wheel: path of the wheel file.
         wheel_sha256: hex sha256 of the wheel file ("" if unreadable).
         generation: the generation id (its directory under ``generations/``), or "".
-        status: ``active``, ``failed`` or ``unloaded``.
+        status: ``active``, ``failed``, ``rejected`` or ``unloaded``.
         error: why the last load or reload failed, else ``None``.
         factories: factory ids the plugin registered.
         loaded_at: when the record's generation was (last) loaded, UTC.
@@ -266,12 +267,21 @@ class ManifestBook:
         )
 
     def failed(
-        self, key: str, wheel: Path, verified: VerifiedWheel | None, error: str, *, serving: bool
+        self,
+        key: str,
+        wheel: Path,
+        verified: VerifiedWheel | None,
+        error: str,
+        *,
+        serving: bool,
+        rejected: bool = False,
     ) -> ManifestRecord:
         """Record that loading ``wheel`` under ``key`` failed with ``error``.
 
         With ``serving`` (the previous generation keeps serving) the plugin's record
-        stays ``active`` and carries the error; otherwise the record is ``failed``.
+        stays ``active`` and carries the error; otherwise the record is ``failed``,
+        or ``rejected`` when the file itself was refused (not a loadable wheel, or
+        not trusted).
         """
         existing = self._manifest.get(key)
         if serving and existing is not None:
@@ -284,7 +294,7 @@ class ManifestBook:
                 wheel=str(wheel),
                 wheel_sha256=verified.sha256 if verified is not None else "",
                 generation="",
-                status="failed",
+                status="rejected" if rejected else "failed",
                 error=error,
                 loaded_at=utc_now(),
             )

@@ -53,8 +53,8 @@ from __future__ import annotations
 
 import base64
 import configparser
+import contextlib
 import csv
-import functools
 import hashlib
 import io
 import keyword
@@ -71,7 +71,7 @@ from pathlib import Path
 
 from packaging.metadata import parse_email
 from packaging.requirements import InvalidRequirement, Requirement
-from packaging.tags import Tag, sys_tags
+from packaging.tags import Tag
 from packaging.utils import (
     InvalidWheelFilename,
     NormalizedName,
@@ -80,6 +80,7 @@ from packaging.utils import (
 )
 from packaging.version import InvalidVersion, Version
 
+from controllerbus.loader.candidates import wheel_name_issue
 from controllerbus.loader.errors import InvalidWheel
 from controllerbus.loader.members import (
     DEFAULT_LIMITS,
@@ -202,11 +203,6 @@ def build_hash_of(version: Version | str) -> str:
     return ""
 
 
-@functools.cache
-def _host_tags() -> frozenset[Tag]:
-    return frozenset(sys_tags())
-
-
 def _is_module_file(name: str) -> bool:
     stem, dot, ext = name.rpartition(".")
     return bool(dot) and ext == "py" and stem.isidentifier() and not keyword.iskeyword(stem)
@@ -280,10 +276,12 @@ def verify_wheel(
     file_name: NormalizedName | None = None
     file_version: Version | None = None
     tags: frozenset[Tag] = frozenset()
-    try:
+    # The same name and tag rules (and words) as the plugins-directory scan.
+    name_issue = wheel_name_issue(wheel_path.name, supported_tags)
+    if name_issue is not None:
+        issues.append(name_issue)
+    with contextlib.suppress(InvalidWheelFilename):
         file_name, file_version, _build, tags = parse_wheel_filename(wheel_path.name)
-    except InvalidWheelFilename as exc:
-        issues.append(f"invalid wheel filename: {exc}")
     data = _read_wheel(wheel_path, issues, limits, strict_permissions=strict_permissions)
     sha256 = hashlib.sha256(data).hexdigest()
     declared = declared_member_count(data)
@@ -317,9 +315,6 @@ def verify_wheel(
         _check_wheel_file(check)
         entry_points = _check_entry_points(check)
 
-    if tags and not (tags & (_host_tags() if supported_tags is None else set(supported_tags))):
-        shown = ", ".join(sorted(str(tag) for tag in tags)[:4])
-        issues.append(f"wheel tags ({shown}) are not supported by the target interpreter")
     name = file_name or meta_name
     version = file_version or meta_version
     if issues or name is None or version is None:
