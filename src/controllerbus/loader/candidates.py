@@ -68,6 +68,7 @@ class Candidate:
             wheel filename, else ``None``.
         size: file size (0 when it could not be stat-ed).
         mtime_ns: modification time (0 when it could not be stat-ed).
+        regular: it is a regular file (after following a symbolic link).
     """
 
     path: Path
@@ -76,6 +77,7 @@ class Candidate:
     distribution: NormalizedName | None = None
     size: int = 0
     mtime_ns: int = 0
+    regular: bool = False
 
 
 @functools.cache
@@ -169,8 +171,8 @@ def classify(
     if issue is None:
         issue = _zip_issue(path)
     if issue is not None:
-        return Candidate(path, "rejected", issue, dist, size, mtime)
-    return Candidate(path, "wheel", "", dist, size, mtime)
+        return Candidate(path, "rejected", issue, dist, size, mtime, regular=True)
+    return Candidate(path, "wheel", "", dist, size, mtime, regular=True)
 
 
 def _zip_issue(path: Path) -> str | None:
