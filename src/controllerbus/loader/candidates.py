@@ -68,6 +68,7 @@ class Candidate:
             wheel filename, else ``None``.
         size: file size (0 when it could not be stat-ed).
         mtime_ns: modification time (0 when it could not be stat-ed).
+        ctime_ns: status change time (0 when it could not be stat-ed).
         regular: it is a regular file (after following a symbolic link).
     """
 
@@ -77,6 +78,7 @@ class Candidate:
     distribution: NormalizedName | None = None
     size: int = 0
     mtime_ns: int = 0
+    ctime_ns: int = 0
     regular: bool = False
 
 
@@ -162,17 +164,17 @@ def classify(
         return Candidate(path, "ignored", "gone while the directory was read")
     except OSError as exc:
         return Candidate(path, "rejected", f"cannot stat it: {exc.strerror or exc}", dist)
-    size, mtime = st.st_size, st.st_mtime_ns
+    size, mtime, ctime = st.st_size, st.st_mtime_ns, st.st_ctime_ns
     if not stat.S_ISREG(st.st_mode):
-        return Candidate(path, "rejected", _kind_of(st.st_mode), dist, size, mtime)
+        return Candidate(path, "rejected", _kind_of(st.st_mode), dist, size, mtime, ctime)
     issue = wheel_name_issue(name, supported_tags)
     if issue is None and size > limits.wheel_bytes:
         issue = f"the file is larger than the limit of {limits.wheel_bytes} bytes"
     if issue is None:
         issue = _zip_issue(path)
     if issue is not None:
-        return Candidate(path, "rejected", issue, dist, size, mtime, regular=True)
-    return Candidate(path, "wheel", "", dist, size, mtime, regular=True)
+        return Candidate(path, "rejected", issue, dist, size, mtime, ctime, regular=True)
+    return Candidate(path, "wheel", "", dist, size, mtime, ctime, regular=True)
 
 
 def _zip_issue(path: Path) -> str | None:

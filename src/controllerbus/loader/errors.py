@@ -61,7 +61,8 @@ class InsecurePath(LoaderError):
     Attributes:
         path: the path that is not trusted (the checked path or one of its parents).
         what: what was being checked (``"plugins directory /srv/plugins"``, ...).
-        problem: why ``path`` is not trusted (names the path).
+        problem: why it is not trusted ("it is writable by others (mode 0777)", "its
+            parent directory /srv is owned by ...").
         fix: the shell command that fixes it (``chmod go-w PATH`` or ``chown``).
     """
 

@@ -91,16 +91,21 @@ class FilesystemLoaderConfig(Config):
 
 @dataclass(frozen=True, slots=True)
 class FileStat:
-    """What identifies a version of a file for the loader: size and mtime (ns)."""
+    """What identifies a version of a file for the loader: size, mtime and ctime (ns).
+
+    The ctime changes on ``chmod``/``chown`` too, so a wheel refused for its
+    permissions is tried again once they are fixed.
+    """
 
     size: int
     mtime_ns: int
+    ctime_ns: int = 0
 
     @classmethod
     def of(cls, path: Path) -> FileStat:
         """Stat ``path``."""
         st = path.stat()
-        return cls(st.st_size, st.st_mtime_ns)
+        return cls(st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,7 +221,7 @@ def scan_plugins_dir(directory: Path) -> tuple[dict[Path, FileStat], dict[Path, 
         if candidate.kind == "ignored":
             logger.debug("plugins dir: %s ignored (%s)", candidate.path.name, candidate.reason)
         elif candidate.distribution is not None and candidate.regular:
-            found[candidate.path] = FileStat(candidate.size, candidate.mtime_ns)
+            found[candidate.path] = FileStat(candidate.size, candidate.mtime_ns, candidate.ctime_ns)
         else:
             others[candidate.path] = candidate
     return found, others
@@ -325,7 +330,7 @@ class FilesystemLoaderController:
     async def _reject(self, others: Mapping[Path, Candidate]) -> None:
         """Offer each new or changed non-wheel entry to the host, which refuses and records it."""
         for path, candidate in sorted(others.items()):
-            stat = FileStat(candidate.size, candidate.mtime_ns)
+            stat = FileStat(candidate.size, candidate.mtime_ns, candidate.ctime_ns)
             if self.failed.get(path) == stat:
                 continue
             logger.warning("plugins dir: %s rejected: %s", path.name, candidate.reason)

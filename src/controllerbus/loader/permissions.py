@@ -61,7 +61,7 @@ def check_stat(st: os.stat_result, path: Path, what: str, *, parent: bool = Fals
     """
     me = os.geteuid()
     quoted = shlex.quote(str(path))
-    label = f"{path}, a parent directory," if parent else str(path)
+    label = f"its parent directory {path}" if parent else "it"
     if st.st_uid not in (0, me):
         raise InsecurePath(
             path,
@@ -88,10 +88,11 @@ def check_stat(st: os.stat_result, path: Path, what: str, *, parent: bool = Fals
     )
 
 
-def _walk(real: Path, what: str) -> int:
+def _walk(real: Path, what: str, *, parents_only: bool = False) -> int:
     """Open ``real`` (a resolved absolute path) component by component; return its fd.
 
-    Checks each component's descriptor on the way; the caller closes the result.
+    Checks each component's descriptor on the way (``real`` itself as a parent too
+    with ``parents_only``: the directory of a checked file); the caller closes it.
     """
     fd = os.open("/", _DIR_FLAGS)
     stats: list[tuple[Path, os.stat_result]] = [(Path("/"), os.fstat(fd))]
@@ -115,7 +116,7 @@ def _walk(real: Path, what: str) -> int:
             stats.append((current, os.fstat(fd)))
         # The nearest problem first: the checked path, then its parents upwards.
         for index, (path, st) in enumerate(reversed(stats)):
-            check_stat(st, path, what, parent=index > 0)
+            check_stat(st, path, what, parent=parents_only or index > 0)
     except BaseException:
         os.close(fd)
         raise
@@ -152,7 +153,7 @@ def open_checked(path: Path, *, strict: bool, what: str = "wheel") -> tuple[int,
     real = Path(os.path.realpath(path))
     label = f"{what} {path}" if real == Path(path).absolute() else f"{what} {path} (-> {real})"
     if strict:
-        dir_fd = _walk(real.parent, label)
+        dir_fd = _walk(real.parent, label, parents_only=True)
         try:
             fd = os.open(real.name, _FILE_FLAGS, dir_fd=dir_fd)
         finally:
