@@ -102,7 +102,7 @@ def member_name_issues(name: str) -> list[str]:
     issues: list[str] = []
     if "\x00" in name:
         issues.append(f"{name!r}: NUL byte in member name (zipfile would cut the name there)")
-    elif any(_is_bad_char(ch) for ch in name):
+    elif not (name.isascii() and name.isprintable()) and any(_is_bad_char(ch) for ch in name):
         issues.append(f"{name!r}: control or format character in member name")
     if "\\" in name:
         issues.append(
@@ -120,7 +120,7 @@ def member_name_issues(name: str) -> list[str]:
         issues.append(f"{name!r}: empty or '.' path component")
     if any(len(part.encode("utf-8", "surrogatepass")) > _MAX_COMPONENT_BYTES for part in parts):
         issues.append(f"{name!r}: a path component is longer than {_MAX_COMPONENT_BYTES} bytes")
-    if not issues and unicodedata.normalize("NFKC", name) != name:
+    if not issues and not name.isascii() and unicodedata.normalize("NFKC", name) != name:
         issues.append(
             f"{name!r}: not in Unicode NFKC form (it normalises to "
             f"{unicodedata.normalize('NFKC', name)!r}, the name Python's import would look for)"
@@ -182,7 +182,10 @@ def _mode_issues(info: zipfile.ZipInfo) -> list[str]:
 
 
 def _collision_key(name: str) -> str:
-    return unicodedata.normalize("NFKC", name.rstrip("/")).casefold()
+    stripped = name.rstrip("/")
+    if stripped.isascii():
+        return stripped.lower()
+    return unicodedata.normalize("NFKC", stripped).casefold()
 
 
 def _duplicate_issues(infos: Sequence[zipfile.ZipInfo]) -> list[str]:
