@@ -61,7 +61,8 @@ def _baseline_verify(work: Path) -> Callable[[Path], object] | None:
     path = work / "baseline_verify.py"
     path.write_bytes(source)
     spec = importlib.util.spec_from_file_location("_cbus_baseline_verify", path)
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module: ModuleType = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up
     spec.loader.exec_module(module)
