@@ -22,6 +22,7 @@ The ratio column compares each row to the baseline verify of the same wheel.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import subprocess
 import sys
@@ -101,12 +102,12 @@ def main(argv: list[str] | None = None) -> None:
         for label, wheel in _wheels(work).items():
             base = f"baseline verify ({label})"
             if baseline is not None:
-                rows.append(measure(base, lambda w=wheel: baseline(w), repeat=repeat))
+                rows.append(measure(base, functools.partial(baseline, wheel), repeat=repeat))
             note = f"{wheel.stat().st_size // 1024} KiB"
             rows.append(
                 measure(
                     f"verify ({label})",
-                    lambda w=wheel: verify_wheel(w),
+                    functools.partial(verify_wheel, wheel),
                     repeat=repeat,
                     baseline=base,
                     note=note,
@@ -115,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
             rows.append(
                 measure(
                     f"verify strict ({label})",
-                    lambda w=wheel: verify_wheel(w, strict_permissions=True),
+                    functools.partial(verify_wheel, wheel, strict_permissions=True),
                     repeat=repeat,
                     baseline=base,
                 )
@@ -126,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
             rows.append(
                 measure(
                     f"check_members ({label})",
-                    lambda i=infos, d=data: check_members(i, d),
+                    functools.partial(check_members, infos, data),
                     repeat=repeat,
                     baseline=base,
                     note=f"{len(infos)} members",
