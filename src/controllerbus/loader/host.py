@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from controllerbus.bus.directives import ExecController
 from controllerbus.bus.resolver import ResolverController
 from controllerbus.errors import ControllerBusError
+from controllerbus.loader.crashguard import ActivationGuard
 from controllerbus.loader.errors import (
     InvalidPlugin,
     InvalidWheel,
@@ -47,12 +48,14 @@ from controllerbus.loader.errors import (
     PluginFactoryError,
     PluginImportError,
     PluginPrepareError,
+    PluginQuarantined,
 )
 from controllerbus.loader.generation import Generation, apply_install, plan_install
 from controllerbus.loader.hostdeps import check_host_requirements
 from controllerbus.loader.manifest import (
     Manifest,
     ManifestRecord,
+    PluginStatus,
     read_manifest,
     utc_now,
     wheel_key,
@@ -61,6 +64,9 @@ from controllerbus.loader.manifest import (
 from controllerbus.loader.plugin_resolver import PluginResolver
 from controllerbus.loader.probe import describe_exception, inspect_plugin, shape_problem
 from controllerbus.loader.purge import LeakProbe, modules_under, purge_generation
+from controllerbus.loader.records import pruned, with_failure, with_status, with_success
+from controllerbus.loader.residue import Baseline, find_residue
+from controllerbus.loader.sandbox import DEFAULT_LIMITS, TrialLimits
 from controllerbus.loader.trial import TrialServer, trial_in_subprocess
 from controllerbus.loader.verify import VerifiedWheel, build_hash_of, verify_wheel
 
@@ -145,6 +151,7 @@ class _Active:
     resolver: PluginResolver
     controller: ResolverController
     task: asyncio.Task[Any]
+    baseline: Baseline
     loaded_at: float = field(default_factory=time.time)
 
 
@@ -174,6 +181,8 @@ class _Detached:
     probe: LeakProbe
     stuck: tuple[str, ...]
     started: float
+    path: Path
+    baseline: Baseline
 
 
 def _entry_point(verified: VerifiedWheel) -> tuple[str, str]:
@@ -196,12 +205,15 @@ class PluginHost:
     Args:
         bus: the bus to register plugin factories on.
         state: an entered (locked) :class:`~controllerbus.loader.state.StateDir`.
-        prepare: how a reload tries the new generation before switching (import the
-            entry point and construct the factories out of process):
+        prepare: how every load tries the new generation before importing it into
+            this process (import the entry point and construct the factories out of
+            process, under ``limits``):
             ``"fork"`` (default on POSIX; a warm server forks one child per trial,
             milliseconds), ``"subprocess"`` (a fresh interpreter of the new
-            generation's own venv, ~0.4 s) or ``"inprocess"`` (no trial; a failure
-            after the switch still rolls back).
+            generation's own venv, ~0.4 s) or ``"inprocess"`` (no trial, except for a
+            generation the daemon died activating; a failure after the switch still
+            rolls back).
+        limits: deadline and resource limits of a trial import.
         stop_timeout: seconds to wait for a plugin's tasks to end on unload.
         on_change: awaited after the set of active generations changed and before
             the old generation's objects are checked for leaks: the place to drop
@@ -217,11 +229,14 @@ class PluginHost:
         prepare: Prepare = DEFAULT_PREPARE,
         stop_timeout: float = 10.0,
         on_change: Callable[[], Awaitable[None]] | None = None,
+        limits: TrialLimits = DEFAULT_LIMITS,
     ) -> None:
         self._bus = bus
         self._on_change = on_change
         self._state = state
         self._prepare = prepare
+        self._limits = limits
+        self._guard = ActivationGuard(state.path)
         self._trials: TrialServer | None = None
         self._stop_timeout = stop_timeout
         self._active: dict[str, _Active] = {}
@@ -236,6 +251,8 @@ class PluginHost:
                 for r in self._manifest.plugins
             ]
         )
+        self._recover_crash()
+        self._manifest = pruned(self._manifest, set())
 
     # -- queries -------------------------------------------------------------------------------
 
@@ -282,11 +299,21 @@ class PluginHost:
                 old_generation = self._active[key].generation
             if old_generation is not None and old_generation.id == verified.sha256:
                 return self._unchanged(key)
+            crash = self._guard.crash(verified.sha256)
+            if crash is not None and crash.status == "quarantined":
+                raise PluginQuarantined(
+                    key,
+                    wheel,
+                    f"the daemon died {crash.count} times while activating generation "
+                    f"{verified.sha256[:12]} (last at {crash.last})",
+                    self._state.path,
+                )
             self._check_host(verified, key, old_generation)
             plan = plan_install(self._state.path, verified)
             generation = await asyncio.to_thread(apply_install, plan)
             phases.mark("install")
-            if old_generation is not None and self._prepare != "inprocess":
+            # Nothing of a generation is imported here before a trial process did it.
+            if self._prepare != "inprocess" or crash is not None:
                 await self._trial_import(generation, key, ep_value)
                 phases.mark("trial")
         except LoaderError as exc:
@@ -314,7 +341,7 @@ class PluginHost:
         phases.mark("leak check")
         load_ms = (time.perf_counter() - started) * 1000
         logger.debug("plugin %s load phases: %s", key, phases)
-        self._record(
+        self._record_success(
             ManifestRecord(
                 binary_id=key,
                 binary_version=active.binary_version,
@@ -383,12 +410,14 @@ class PluginHost:
 
     async def _trial_import(self, generation: Generation, binary_id: str, ep_value: str) -> None:
         entry = f"{binary_id}={ep_value}"
-        if self._prepare == "fork":
+        if self._prepare == "subprocess" or not hasattr(os, "fork"):
+            result = await trial_in_subprocess(
+                generation.python, self._state.tmp_dir, entry, self._limits
+            )
+        else:
             if self._trials is None:
                 self._trials = TrialServer(self._state.tmp_dir)
-            result = await self._trials.trial(generation.site_packages, entry)
-        else:
-            result = await trial_in_subprocess(generation.python, self._state.tmp_dir, entry)
+            result = await self._trials.trial(generation.site_packages, entry, self._limits)
         if not result.get("ok"):
             raise PluginPrepareError(binary_id, generation.wheel.path, str(result.get("error")))
 
@@ -399,6 +428,9 @@ class PluginHost:
         purged again before the error leaves: nothing half-imported stays behind.
         """
         site = str(generation.site_packages)
+        baseline = Baseline.take()
+        # A crash from here to end() marks the generation suspect on the next start.
+        self._guard.begin(binary_id, generation.id, generation.wheel.path)
         sys.path.insert(0, site)
         importlib.invalidate_caches()
         wheel = generation.wheel.path
@@ -422,13 +454,22 @@ class PluginHost:
             if issues := inspect_plugin(obj, binary_id, factories):
                 raise InvalidPlugin(binary_id, wheel, "; ".join(issues))
         except BaseException:
+            self._guard.end(generation.id, ok=False)
             purge_generation(generation.path)
             raise
+        self._guard.end(generation.id, ok=True)
         resolver = PluginResolver(self._bus, binary_id, obj.binary_version, factories)
         controller = ResolverController(self._bus, resolver)
         task = self._bus.run_controller(controller)
         return _Active(
-            binary_id, str(obj.binary_version), generation, obj, resolver, controller, task
+            binary_id,
+            str(obj.binary_version),
+            generation,
+            obj,
+            resolver,
+            controller,
+            task,
+            baseline,
         )
 
     def _rollback(self, binary_id: str, old: Generation) -> bool:
@@ -504,6 +545,7 @@ class PluginHost:
         started = time.perf_counter()
         active = self._active.pop(binary_id)
         generation = active.generation
+        baseline = active.baseline
         probe = _probe_plugin(active)
         modules = tuple(modules_under(generation.path))
         try:
@@ -521,7 +563,16 @@ class PluginHost:
             self._record_interrupted(binary_id)
             raise
         report = purge_generation(generation.path)
-        return _Detached(binary_id, generation.id, modules or report.modules, probe, stuck, started)
+        return _Detached(
+            binary_id,
+            generation.id,
+            modules or report.modules,
+            probe,
+            stuck,
+            started,
+            generation.path,
+            baseline,
+        )
 
     def _record_interrupted(self, binary_id: str) -> None:
         record = self._manifest.get(binary_id)
@@ -553,6 +604,13 @@ class PluginHost:
             await asyncio.sleep(delay)
         # survivors() collects garbage again and scans referrers: only when needed.
         survivors = tuple(str(s) for s in detached.probe.survivors()) if alive else ()
+        # Threads, files and processes the generation left running (weak references
+        # cannot see them).
+        own = {self._trials.pid} if self._trials is not None and self._trials.pid else set()
+        residue = find_residue(
+            detached.path, detached.baseline, own_children=own, kill_children=not self._active
+        )
+        survivors = (*residue, *survivors)
         unload_ms = (time.perf_counter() - detached.started) * 1000
         short = detached.generation[:12]
         if survivors:
@@ -614,8 +672,46 @@ class PluginHost:
     # -- manifest and state ---------------------------------------------------------------------
 
     def _record(self, record: ManifestRecord) -> None:
-        self._manifest = self._manifest.upsert(record)
-        write_manifest(self._state.path, self._manifest)
+        self._write(self._manifest.upsert(record))
+
+    def _record_success(self, record: ManifestRecord) -> None:
+        self._write(with_success(self._manifest, record))
+
+    def _write(self, manifest: Manifest) -> None:
+        manifest = pruned(manifest, set(self._active))
+        try:
+            write_manifest(self._state.path, manifest)
+        except OSError as exc:
+            # The state dir is full or read-only: keep serving; the file keeps its
+            # last good content (written atomically) and this process the new one.
+            logger.error("cannot write the manifest in %s: %s", self._state.path, exc)
+        self._manifest = manifest
+
+    def _recover_crash(self) -> None:
+        """Mark a generation the previous process died activating suspect or quarantined."""
+        crash = self._guard.recover()
+        if crash is None:
+            return
+        message = (
+            f"the daemon (pid before this one) died while activating generation "
+            f"{crash.generation[:12]} of plugin {crash.binary_id} (crash {crash.count})"
+        )
+        if crash.status == "quarantined":
+            message += (
+                "; quarantined: it is not loaded again until you run "
+                f"`cbus plugins retry {crash.binary_id} --state-dir {self._state.path}`"
+            )
+        else:
+            message += "; suspect: it is loaded again only after a trial import passes"
+        logger.error("plugin %s: %s", crash.binary_id, message)
+        record = self._manifest.get(crash.binary_id) or ManifestRecord(
+            binary_id=crash.binary_id, wheel=crash.wheel, status="failed"
+        )
+        record = record.model_copy(update={"generation": crash.generation})
+        manifest = with_failure(self._manifest, record, message, serving=False)
+        updated = manifest.get(crash.binary_id)
+        assert updated is not None
+        self._write(with_status(manifest, updated, crash.status))
 
     def _record_failure(
         self,
@@ -628,24 +724,19 @@ class PluginHost:
     ) -> None:
         # Text, not the exception: a retained log record must not pin its frames.
         logger.error("plugin %s: %s", key, str(exc), extra={"plugin": key, "wheel": str(wheel)})
-        existing = self._manifest.get(key)
-        if serving and existing is not None:
-            # The previous generation keeps serving: its record stays active, with the error.
-            self._record(existing.model_copy(update={"error": str(exc)}))
-            return
-        self._record(
-            ManifestRecord(
-                binary_id=key,
-                binary_version="",
-                build_hash=build_hash_of(verified.version) if verified is not None else "",
-                wheel=str(wheel),
-                wheel_sha256=verified.sha256 if verified is not None else "",
-                generation="",
-                status="failed",
-                error=str(exc),
-                loaded_at=utc_now(),
-            )
+        status: PluginStatus = "quarantined" if isinstance(exc, PluginQuarantined) else "failed"
+        record = ManifestRecord(
+            binary_id=key,
+            binary_version="",
+            build_hash=build_hash_of(verified.version) if verified is not None else "",
+            wheel=str(wheel),
+            wheel_sha256=verified.sha256 if verified is not None else "",
+            generation="",
+            status=status,
+            loaded_at=utc_now(),
         )
+        serving = serving and self._manifest.get(key) is not None
+        self._write(with_failure(self._manifest, record, str(exc), serving=serving))
 
     def _gc(self) -> None:
         keep = {a.generation.id for a in self._active.values()}

@@ -34,6 +34,7 @@ from controllerbus.loader.errors import CorruptManifest
 __all__ = [
     "MANIFEST_NAME",
     "MANIFEST_VERSION",
+    "Failure",
     "Manifest",
     "ManifestRecord",
     "PluginStatus",
@@ -48,7 +49,10 @@ logger = logging.getLogger(__name__)
 MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION: Final = 1
 
-PluginStatus = Literal["active", "failed", "unloaded"]
+PluginStatus = Literal["active", "failed", "unloaded", "suspect", "quarantined"]
+
+MAX_FAILURES = 5
+"""How many recent failures a record keeps in ``failures``."""
 
 
 def utc_now() -> datetime:
@@ -61,6 +65,17 @@ def wheel_key(wheel: str | Path) -> str:
     return f"wheel:{Path(wheel).name}"
 
 
+class Failure(BaseModel):
+    """One failed load: when, why, where in the plugin's code, which wheel."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    time: AwareDatetime
+    error: str
+    at: str | None = None
+    wheel: str = ""
+
+
 class ManifestRecord(BaseModel):
     """One plugin's state.
 
@@ -71,8 +86,15 @@ class ManifestRecord(BaseModel):
         wheel: path of the wheel file.
         wheel_sha256: hex sha256 of the wheel file ("" if unreadable).
         generation: the generation id (its directory under ``generations/``), or "".
-        status: ``active``, ``failed`` or ``unloaded``.
-        error: why the last load or reload failed, else ``None``.
+        status: ``active``, ``failed``, ``unloaded``, ``suspect`` (the daemon died
+            activating it; loaded again only after a trial) or ``quarantined``
+            (it did so repeatedly; refused until ``cbus plugins retry``).
+        since: when ``status`` last changed, UTC.
+        error: why the last load or reload failed, else ``None`` (a successful load
+            clears it).
+        error_at: ``file:line`` in the plugin's code the error points at, if known.
+        error_time: when the last error happened, UTC.
+        failures: the most recent failures, oldest first (at most ``MAX_FAILURES``).
         factories: factory ids the plugin registered.
         loaded_at: when the record's generation was (last) loaded, UTC.
         load_ms: how long verify + install + activate took.
@@ -89,7 +111,11 @@ class ManifestRecord(BaseModel):
     wheel_sha256: str = ""
     generation: str = ""
     status: PluginStatus
+    since: AwareDatetime | None = None
     error: str | None = None
+    error_at: str | None = None
+    error_time: AwareDatetime | None = None
+    failures: list[Failure] = Field(default_factory=list)
     factories: list[str] = Field(default_factory=list)
     loaded_at: AwareDatetime | None = None
     load_ms: float = 0.0
