@@ -672,13 +672,15 @@ class PluginHost:
     # -- manifest and state ---------------------------------------------------------------------
 
     def _record(self, record: ManifestRecord) -> None:
-        self._write(self._manifest.upsert(record))
+        # (Not pruned: an unload's record, leaks included, stays until the next load.)
+        self._write(self._manifest.upsert(record), prune=False)
 
     def _record_success(self, record: ManifestRecord) -> None:
         self._write(with_success(self._manifest, record))
 
-    def _write(self, manifest: Manifest) -> None:
-        manifest = pruned(manifest, set(self._active))
+    def _write(self, manifest: Manifest, *, prune: bool = True) -> None:
+        if prune:
+            manifest = pruned(manifest, set(self._active))
         try:
             write_manifest(self._state.path, manifest)
         except OSError as exc:
