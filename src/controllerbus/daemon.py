@@ -44,6 +44,7 @@ from controllerbus.loader.filesystem import (
     new_filesystem_loader_factory,
 )
 from controllerbus.loader.host import PluginHost
+from controllerbus.loader.sandbox import DEFAULT_LIMITS, TrialLimits
 from controllerbus.loader.state import StateDir
 
 __all__ = [
@@ -73,6 +74,7 @@ class DaemonOptions:
         plugins_dir: a directory of plugin wheels to load (``None``: no plugins).
         state_dir: where generations and the manifest live.
         watch: re-sync the plugins directory on change.
+        trial_limits: deadline and resource limits of every plugin's trial import.
     """
 
     config_path: Path = DEFAULT_CONFIG
@@ -80,6 +82,7 @@ class DaemonOptions:
     plugins_dir: Path | None = None
     state_dir: Path = DEFAULT_STATE_DIR
     watch: bool = True
+    trial_limits: TrialLimits = DEFAULT_LIMITS
 
 
 async def read_config_document(
@@ -280,7 +283,7 @@ async def _start_plugin_loader(
     applier: ConfigSetApplier,
 ) -> _PluginLoader:
     assert options.plugins_dir is not None
-    host = PluginHost(bus, state, on_change=applier.refresh)
+    host = PluginHost(bus, state, on_change=applier.refresh, limits=options.trial_limits)
     static.add_factory(new_filesystem_loader_factory(host))
     directive = LoadControllerWithConfig(
         FilesystemLoaderConfig(dir=str(options.plugins_dir), watch=options.watch)

@@ -603,6 +603,7 @@ async def test_activation_failure_after_the_switch_rolls_back(
         await answer_becomes(h.bus, "hello, bob!")
         assert h.state.generation_ids() == [wheels.v1.sha256]
         record = h.host.manifest.get(wheels.binary_id)
+        assert record is not None
         assert _failed_over(record, good_record, message)
         assert read_manifest(h.state.path) == h.host.manifest
 

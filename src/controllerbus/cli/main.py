@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -12,8 +11,9 @@ from typing import TYPE_CHECKING
 import click
 
 from controllerbus.cli._common import fail, setup_logging
-from controllerbus.daemon import DEFAULT_CONFIG, DEFAULT_STATE_DIR, DaemonOptions, run_daemon
+from controllerbus.daemon import DEFAULT_CONFIG, DEFAULT_STATE_DIR, DaemonOptions
 from controllerbus.errors import ControllerBusError
+from controllerbus.loader.sandbox import TrialLimits
 
 if TYPE_CHECKING:
     from controllerbus.loader.manifest import ManifestRecord
@@ -38,18 +38,6 @@ state_dir_option = click.option(
 def cli(verbose: int) -> None:
     """controllerbus: a hot-reloading plugin pipeline for asyncio services."""
     setup_logging(verbose)
-
-
-async def _run_until_signal(options: DaemonOptions) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await run_daemon(options, stop)
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
 
 
 @cli.command()
@@ -88,19 +76,57 @@ async def _run_until_signal(options: DaemonOptions) -> None:
     show_envvar=True,
     help="Watch the plugins directory and hot-reload changed wheels.",
 )
+@click.option(
+    "--grace",
+    type=click.FloatRange(min=0.1),
+    default=10.0,
+    show_default=True,
+    help="Seconds from SIGTERM/SIGINT to exit, at most (then exit status 4).",
+)
+@click.option(
+    "--trial-timeout",
+    type=click.FloatRange(min=0.1),
+    default=30.0,
+    show_default=True,
+    help="Seconds a plugin's trial import (import + factories, in a child process) may "
+    "take before it and every process it started are killed.",
+)
+@click.option(
+    "--trial-memory",
+    type=click.IntRange(min=0),
+    default=2048,
+    show_default=True,
+    help="Address-space limit of a trial import in MiB (0: none).",
+)
+@click.option(
+    "--trial-files",
+    type=click.IntRange(min=0),
+    default=256,
+    show_default=True,
+    help="Open-file limit of a trial import (0: none).",
+)
 def daemon(
     config_path: Path,
     write_config: bool,
     plugins_dir: Path | None,
     state_dir: Path,
     watch: bool,
+    grace: float,
+    trial_timeout: float,
+    trial_memory: int,
+    trial_files: int,
 ) -> None:
     """Run the controllers of a config set until SIGINT or SIGTERM.
 
     With --plugins-dir, plugin wheels (from cbus-compile) are loaded first, each
     into its own generation under --state-dir, and a changed wheel replaces the
     running generation; a bad wheel is reported and the last good one keeps
-    serving.
+    serving. Every generation is first imported in a trial child process with
+    --trial-timeout and resource limits (CPU time = the timeout).
+
+    Exit status: 0 all stopped; 1 could not start; 3 plugins left non-daemon
+    threads running (abandoned, named in the log); 4 the shutdown took longer
+    than --grace.
 
     \b
     Examples:
@@ -113,11 +139,17 @@ def daemon(
         plugins_dir=plugins_dir,
         state_dir=state_dir,
         watch=watch,
+        trial_limits=TrialLimits(
+            deadline=trial_timeout, memory_mib=trial_memory, open_files=trial_files
+        ),
     )
+    from controllerbus.cli.lifecycle import run_daemon_process
+
     try:
-        asyncio.run(_run_until_signal(options))
+        code = run_daemon_process(options, grace=grace)
     except ControllerBusError as exc:
         raise fail(exc) from exc
+    raise SystemExit(code)
 
 
 @cli.command()
@@ -190,6 +222,29 @@ def plugins_list(state_dir: Path, as_json: bool) -> None:
         click.echo(f"no plugins recorded in {state_dir / 'manifest.json'}")
         return
     click.echo(format_manifest(manifest.plugins))
+
+
+@plugins.command("retry")
+@click.argument("binary_id")
+@state_dir_option
+def plugins_retry(binary_id: str, state_dir: Path) -> None:
+    """Let a quarantined plugin be loaded again (after the daemon died activating it).
+
+    Clears the plugin's crash count in <state-dir>/crashes.json; the next start of
+    the daemon (or a touch of the wheel) loads it again, after a trial import.
+
+    \b
+    Example:
+      cbus plugins retry controllerbus/examples/hot-demo/codegen-demo/1
+    """
+    from controllerbus.loader.crashguard import ActivationGuard
+
+    cleared = ActivationGuard(state_dir).retry(binary_id)
+    if not cleared:
+        raise click.ClickException(
+            f"plugin {binary_id} has no recorded crashes in {state_dir}; nothing to retry"
+        )
+    click.echo(f"plugin {binary_id}: cleared {len(cleared)} crashed generation(s); it will load")
 
 
 def format_manifest(records: Sequence[ManifestRecord]) -> str:
