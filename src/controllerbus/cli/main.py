@@ -105,6 +105,12 @@ def cli(verbose: int) -> None:
     show_default=True,
     help="Open-file limit of a trial import (0: none).",
 )
+@click.option(
+    "--trial-cpu",
+    type=click.IntRange(min=0),
+    default=0,
+    help="CPU-time limit of a trial import in seconds (default: the trial timeout).",
+)
 def daemon(
     config_path: Path,
     write_config: bool,
@@ -115,6 +121,7 @@ def daemon(
     trial_timeout: float,
     trial_memory: int,
     trial_files: int,
+    trial_cpu: int,
 ) -> None:
     """Run the controllers of a config set until SIGINT or SIGTERM.
 
@@ -140,7 +147,10 @@ def daemon(
         state_dir=state_dir,
         watch=watch,
         trial_limits=TrialLimits(
-            deadline=trial_timeout, memory_mib=trial_memory, open_files=trial_files
+            deadline=trial_timeout,
+            memory_mib=trial_memory,
+            cpu_seconds=trial_cpu,
+            open_files=trial_files,
         ),
     )
     from controllerbus.cli.lifecycle import run_daemon_process

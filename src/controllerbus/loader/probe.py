@@ -29,11 +29,11 @@ from importlib.metadata import EntryPoint
 from typing import Any, TextIO
 
 from controllerbus.loader.sandbox import (
+    TRIAL_MARKER_ENV,
     TrialLimits,
     apply_limits,
     describe_status,
-    group_members,
-    kill_group,
+    kill_trial,
     limit_note,
 )
 from controllerbus.plugin import ENTRY_POINT_GROUP
@@ -137,7 +137,8 @@ def serve(stdin: TextIO, stdout: TextIO) -> int:
 
     Starting an interpreter and importing the bus costs ~0.4 s; forking this warm,
     single-threaded process costs milliseconds. Each request is a JSON line
-    ``{"site": <site-packages>, "entry": "NAME=module:attr", "limits": {...}}``; the
+    ``{"site": <site-packages>, "entry": "NAME=module:attr", "limits": {...},
+    "marker": <unique id>}``; the
     server answers ``{"pid": N}`` (the child, also its process group) at once and
     then a JSON line as :func:`probe` returns. The child starts a session of its
     own, imports the plugin with ``site`` first on ``sys.path`` (as the host does)
@@ -154,31 +155,32 @@ def serve(stdin: TextIO, stdout: TextIO) -> int:
             site, entry = str(request["site"]), str(request["entry"])
             name, value = entry.split("=", 1)
             limits = TrialLimits.from_json(request.get("limits"))
+            marker = str(request.get("marker") or "")
         except (ValueError, KeyError, TypeError) as exc:
             stdout.write(json.dumps({"ok": False, "error": f"bad request: {exc}"}) + "\n")
             stdout.flush()
             continue
-        stdout.write(json.dumps(_serve_one(site, name, value, limits, stdout)) + "\n")
+        answer = _serve_one(site, name, value, limits, marker, stdout)
+        stdout.write(json.dumps(answer) + "\n")
         stdout.flush()
     return 0
 
 
 def _serve_one(
-    site: str, name: str, value: str, limits: TrialLimits, stdout: TextIO
+    site: str, name: str, value: str, limits: TrialLimits, marker: str, stdout: TextIO
 ) -> dict[str, Any]:
     read_fd, write_fd = os.pipe()
     stdout.flush()
     pid = os.fork()
     if pid == 0:  # child: never returns
-        _child(read_fd, write_fd, site, name, value, limits)
+        _child(read_fd, write_fd, site, name, value, limits, marker)
     os.close(write_fd)
     stdout.write(json.dumps({"pid": pid}) + "\n")
     stdout.flush()
     with os.fdopen(read_fd, "rb") as pipe:
         answer_bytes = pipe.read()
     _pid, status = os.waitpid(pid, 0)
-    left = group_members(pid)
-    kill_group(pid)
+    left = kill_trial(pid, marker)
     if not answer_bytes:
         reason = f"the trial import crashed ({describe_status(status, limits)})"
         return {"ok": False, "error": reason}
@@ -194,7 +196,13 @@ def _serve_one(
 
 
 def _child(
-    read_fd: int, write_fd: int, site: str, name: str, value: str, limits: TrialLimits
+    read_fd: int,
+    write_fd: int,
+    site: str,
+    name: str,
+    value: str,
+    limits: TrialLimits,
+    marker: str,
 ) -> None:
     code = 0
     try:
@@ -204,6 +212,8 @@ def _child(
         os.dup2(devnull, 0)
         os.dup2(devnull, 1)  # the server's stdout is the daemon's pipe: never hold it
         os.close(devnull)
+        if marker:
+            os.environ[TRIAL_MARKER_ENV] = marker  # inherited by whatever it starts
         apply_limits(limits)
         sys.path.insert(0, site)
         answer = json.dumps(probe(name, value, limits)).encode()

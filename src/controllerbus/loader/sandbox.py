@@ -22,13 +22,20 @@ from typing import Any
 
 __all__ = [
     "DEFAULT_LIMITS",
+    "TRIAL_MARKER_ENV",
     "TrialLimits",
     "apply_limits",
     "describe_status",
     "group_members",
     "kill_group",
+    "kill_trial",
     "limit_note",
+    "marked_processes",
+    "trial_leftovers",
 ]
+
+TRIAL_MARKER_ENV = "CBUS_TRIAL_ID"
+"""Set in a trial's environment (unique per trial): finds processes that left its group."""
 
 _MIB = 1024 * 1024
 
@@ -166,6 +173,49 @@ def group_members(pgid: int) -> list[tuple[int, str]]:
             continue
         members.append((int(entry.name), cmdline.decode(errors="replace")[:200] or "?"))
     return sorted(members)
+
+
+def marked_processes(marker: str) -> list[tuple[int, str]]:
+    """Live processes whose environment has ``CBUS_TRIAL_ID=<marker>`` (Linux ``/proc``).
+
+    This finds what a trial started that left its process group (``setsid``), unless
+    it also cleared its environment.
+    """
+    needle = f"{TRIAL_MARKER_ENV}={marker}".encode()
+    found: list[tuple[int, str]] = []
+    with contextlib.suppress(OSError):
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                if needle not in (entry / "environ").read_bytes().split(b"\0"):
+                    continue
+                stat = (entry / "stat").read_text()
+                if stat[stat.rindex(")") + 2 :].split()[0] == "Z":
+                    continue
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").strip()
+            except (OSError, ValueError):
+                continue
+            found.append((int(entry.name), cmdline.decode(errors="replace")[:200] or "?"))
+    return sorted(found)
+
+
+def trial_leftovers(pgid: int, marker: str | None) -> list[tuple[int, str]]:
+    """What of a trial (group ``pgid``, environment ``marker``) is still running."""
+    found = dict(group_members(pgid))
+    if marker:
+        found.update(marked_processes(marker))
+    return sorted(found.items())
+
+
+def kill_trial(pgid: int, marker: str | None) -> list[tuple[int, str]]:
+    """Kill a trial's process group and its marked processes; what was killed."""
+    left = trial_leftovers(pgid, marker)
+    kill_group(pgid)
+    for pid, _cmd in left:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    return left
 
 
 def kill_group(pgid: int) -> None:

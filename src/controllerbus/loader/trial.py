@@ -25,15 +25,17 @@ import logging
 import os
 import sys
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
 from controllerbus.loader.sandbox import (
     DEFAULT_LIMITS,
+    TRIAL_MARKER_ENV,
     TrialLimits,
     describe_status,
-    group_members,
     kill_group,
+    kill_trial,
 )
 
 __all__ = ["TrialServer", "trial_in_subprocess"]
@@ -88,6 +90,7 @@ async def trial_in_subprocess(
     Output goes to files, not pipes, so a process the plugin started cannot keep the
     parent waiting; the trial's process group is killed when it ends or overruns.
     """
+    marker = uuid.uuid4().hex
     with tempfile.TemporaryFile(dir=cwd) as out, tempfile.TemporaryFile(dir=cwd) as err:
         proc = await asyncio.create_subprocess_exec(
             str(python),
@@ -100,20 +103,21 @@ async def trial_in_subprocess(
             stdout=out,
             stderr=err,
             cwd=cwd,
-            env=_env(),
+            env={**_env(), TRIAL_MARKER_ENV: marker},
             start_new_session=True,
         )
         try:
             async with asyncio.timeout(limits.deadline):
                 await proc.wait()
         except TimeoutError:
+            kill_trial(proc.pid, marker)
             await _kill(proc)
             return deadline_failure(limits)
         except BaseException:
+            kill_trial(proc.pid, marker)
             await _kill(proc)
             raise
-        left = group_members(proc.pid)
-        kill_group(proc.pid)
+        left = kill_trial(proc.pid, marker)
         out.seek(0)
         err.seek(0)
         stdout, stderr = out.read(1 << 20), err.read(1 << 20)
@@ -207,7 +211,13 @@ class TrialServer:
                 return _failure(f"cannot start the trial-import server: {exc}")
             assert proc.stdin is not None
             assert proc.stdout is not None
-            request = {"site": str(site), "entry": entry, "limits": limits.to_json()}
+            marker = uuid.uuid4().hex
+            request = {
+                "site": str(site),
+                "entry": entry,
+                "limits": limits.to_json(),
+                "marker": marker,
+            }
             child: int | None = None
             try:
                 async with asyncio.timeout(limits.deadline):
@@ -217,7 +227,7 @@ class TrialServer:
                     child = int(json.loads(started)["pid"]) if started else None
                     line = await proc.stdout.readline() if started else b""
             except TimeoutError:
-                await self._abandon(proc, child)
+                await self._abandon(proc, child, marker)
                 return deadline_failure(limits)
             except (BrokenPipeError, ConnectionResetError) as exc:
                 await _kill(proc)
@@ -226,7 +236,7 @@ class TrialServer:
                 await _kill(proc)
                 return _failure(f"the trial-import server said something odd: {exc}")
             except BaseException:
-                await self._abandon(proc, child)
+                await self._abandon(proc, child, marker)
                 raise
             if not line:
                 await _kill(proc)
@@ -234,12 +244,14 @@ class TrialServer:
             result: dict[str, Any] = json.loads(line)
             return result
 
-    async def _abandon(self, proc: asyncio.subprocess.Process, child: int | None) -> None:
+    async def _abandon(
+        self, proc: asyncio.subprocess.Process, child: int | None, marker: str
+    ) -> None:
         """Kill an overrunning trial's group; keep the server if it answers at once."""
         if child is None:
             await _kill(proc)
             return
-        kill_group(child)
+        kill_trial(child, marker)
         assert proc.stdout is not None
         try:
             async with asyncio.timeout(_REAP_TIMEOUT):
