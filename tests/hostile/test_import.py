@@ -184,5 +184,5 @@ def test_hostile_import_is_refused_and_the_good_generation_serves(
     daemon: DaemonUnderTest, case: HostileCase, tmp_path: Path
 ) -> None:
     record = run_case(daemon, case, tmp_path)
-    assert record["error"] is not None and case.says in record["error"]
+    assert case.says in (record["error"] or "")
     assert record["error_time"] is not None

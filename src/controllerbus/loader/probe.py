@@ -177,11 +177,18 @@ def _serve_one(
     os.close(write_fd)
     stdout.write(json.dumps({"pid": pid}) + "\n")
     stdout.flush()
-    with os.fdopen(read_fd, "rb") as pipe:
-        answer_bytes = pipe.read()
+    # Read up to the answer's newline, not to EOF: a process the plugin forked holds
+    # the pipe's write end too.
+    answer_bytes = b""
+    with os.fdopen(read_fd, "rb", buffering=0) as pipe:
+        while not answer_bytes.endswith(b"\n"):
+            chunk = pipe.read(65536)
+            if not chunk:
+                break
+            answer_bytes += chunk
     _pid, status = os.waitpid(pid, 0)
     left = kill_trial(pid, marker)
-    if not answer_bytes:
+    if not answer_bytes.endswith(b"\n"):
         reason = f"the trial import crashed ({describe_status(status, limits)})"
         return {"ok": False, "error": reason}
     answer: dict[str, Any] = json.loads(answer_bytes)
@@ -216,8 +223,9 @@ def _child(
             os.environ[TRIAL_MARKER_ENV] = marker  # inherited by whatever it starts
         apply_limits(limits)
         sys.path.insert(0, site)
-        answer = json.dumps(probe(name, value, limits)).encode()
-        os.write(write_fd, answer)
+        answer = (json.dumps(probe(name, value, limits)) + "\n").encode()
+        while answer:
+            answer = answer[os.write(write_fd, answer) :]
     except BaseException:
         code = 1
     finally:
