@@ -14,15 +14,18 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import click
 
+from controllerbus.api.hello import Hello, HelloReply
+from controllerbus.bus.bus import Bus
 from controllerbus.bus.helpers import exec_one_off
+from controllerbus.bus.protocols import Factory
 from controllerbus.cli import lifecycle
 from controllerbus.cli import main as cli_main
 from controllerbus.daemon import DaemonOptions, DaemonSession
-from controllerbus.example.hello import Hello, HelloReply
 
 
 async def _answer(session: DaemonSession, line: str) -> dict[str, object]:
@@ -78,8 +81,9 @@ def main() -> None:
         *,
         grace: float = lifecycle.DEFAULT_GRACE,
         hook: lifecycle.SessionHook | None = None,
+        factories: Iterable[Factory | Callable[[Bus], Factory]] = (),
     ) -> int:
-        return real(options, grace=grace, hook=control_hook(control))
+        return real(options, grace=grace, hook=control_hook(control), factories=factories)
 
     # cbus daemon looks the function up when it runs: the same daemon, plus the socket.
     lifecycle.run_daemon_process = with_control

@@ -53,7 +53,7 @@ __all__ = [
 
 DRIVER = Path(__file__).with_name("driver.py")
 MARKER_ENV = "CBUS_HOSTILE_RUN"
-TRIAL_SERVER = "controllerbus.loader.probe --serve"
+TRIAL_SERVER = "controllerbus.loader.trial_child --serve"
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,10 +25,12 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from types import FrameType
 from typing import Any
 
+from controllerbus.bus.bus import Bus
+from controllerbus.bus.protocols import Factory
 from controllerbus.daemon import DaemonOptions, DaemonSession, daemon_session
 
 __all__ = [
@@ -111,10 +113,15 @@ def _exit_now(message: str, code: int) -> None:
     os._exit(code)
 
 
-async def _serve(options: DaemonOptions, shutdown: _Shutdown, hook: SessionHook | None) -> None:
+async def _serve(
+    options: DaemonOptions,
+    shutdown: _Shutdown,
+    hook: SessionHook | None,
+    factories: Iterable[Factory | Callable[[Bus], Factory]],
+) -> None:
     stop = asyncio.Event()
     shutdown.attach(asyncio.get_running_loop(), stop)
-    async with daemon_session(options) as session:
+    async with daemon_session(options, factories=factories) as session:
         extra: asyncio.Task[None] | None = None
         if hook is not None:
             extra = asyncio.create_task(hook(session))
@@ -128,7 +135,11 @@ async def _serve(options: DaemonOptions, shutdown: _Shutdown, hook: SessionHook 
 
 
 def run_daemon_process(
-    options: DaemonOptions, *, grace: float = DEFAULT_GRACE, hook: SessionHook | None = None
+    options: DaemonOptions,
+    *,
+    grace: float = DEFAULT_GRACE,
+    hook: SessionHook | None = None,
+    factories: Iterable[Factory | Callable[[Bus], Factory]] = (),
 ) -> int:
     """Run the daemon until a signal; return its exit status (or exit the process).
 
@@ -137,6 +148,7 @@ def run_daemon_process(
         grace: seconds from the first signal to the end of the process.
         hook: a coroutine run alongside the session, cancelled at shutdown (tests use
             it to ask the daemon's bus questions).
+        factories: static factories for the daemon's bus (``cbus daemon``: boilerplate).
 
     Raises:
         ControllerBusError: the daemon could not start (config, state dir, ...).
@@ -144,7 +156,7 @@ def run_daemon_process(
     shutdown = _Shutdown(grace)
     previous = {sig: signal.signal(sig, shutdown.handle) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        asyncio.run(_serve(options, shutdown, hook))
+        asyncio.run(_serve(options, shutdown, hook, factories))
         leaked = [t for t in _other_threads() if not t.daemon]
         for thread in leaked:
             thread.join(timeout=min(shutdown.remaining(), 1.0))

@@ -13,6 +13,7 @@ import click
 from controllerbus.cli._common import fail, setup_logging
 from controllerbus.daemon import DEFAULT_CONFIG, DEFAULT_STATE_DIR, DaemonOptions
 from controllerbus.errors import ControllerBusError
+from controllerbus.example import boilerplate
 from controllerbus.loader.sandbox import TrialLimits
 
 if TYPE_CHECKING:
@@ -50,7 +51,10 @@ def cli(verbose: int) -> None:
     show_default=True,
     envvar="CONTROLLER_BUS_CONFIG",
     show_envvar=True,
-    help="Config-set file (YAML; JSON if it ends in .json). Example: -c examples/daemon.yaml",
+    help=(
+        "Config-set file (YAML; JSON if it ends in .json)."
+        " Example: -c examples/controllerbus_daemon.yaml"
+    ),
 )
 @click.option(
     "--write-config",
@@ -156,7 +160,7 @@ def daemon(
     from controllerbus.cli.lifecycle import run_daemon_process
 
     try:
-        code = run_daemon_process(options, grace=grace)
+        code = run_daemon_process(options, grace=grace, factories=[boilerplate.new_factory])
     except ControllerBusError as exc:
         raise fail(exc) from exc
     raise SystemExit(code)
@@ -189,7 +193,7 @@ def demo(ctx: click.Context, sources: Path | None, workdir: Path | None) -> None
       cbus demo
       cbus -v demo --workdir /tmp/cbus-demo
     """
-    from controllerbus.demo import run_demo
+    from controllerbus.cli.demo import run_demo
 
     if not ctx.find_root().params.get("verbose"):
         # The demo prints its own story; the daemon's log lines are for -v.

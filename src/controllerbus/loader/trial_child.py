@@ -1,4 +1,7 @@
-"""Trial-import a plugin in a separate interpreter: ``python -m controllerbus.loader.probe``.
+"""The trial child: trial-import a plugin in a separate interpreter.
+
+``python -m controllerbus.loader.trial_child`` is the child side of a trial;
+:mod:`controllerbus.loader.trial` is the parent side that starts it.
 
 Before a reload switches generations, the loader runs this with the *new*
 generation's interpreter: it imports the entry point, checks the plugin's shape and
@@ -28,6 +31,7 @@ from collections.abc import Sequence
 from importlib.metadata import EntryPoint
 from typing import Any, TextIO
 
+from controllerbus import _fs
 from controllerbus.loader.sandbox import (
     TRIAL_MARKER_ENV,
     TrialLimits,
@@ -38,7 +42,7 @@ from controllerbus.loader.sandbox import (
 )
 from controllerbus.plugin import ENTRY_POINT_GROUP
 
-__all__ = ["describe_exception", "inspect_plugin", "main", "probe", "serve", "shape_problem"]
+__all__ = ["describe_exception", "inspect_plugin", "main", "run_trial", "serve", "shape_problem"]
 
 
 def describe_exception(exc: BaseException, *, within: str | None = None) -> str:
@@ -50,7 +54,7 @@ def describe_exception(exc: BaseException, *, within: str | None = None) -> str:
     frames = traceback.extract_tb(exc.__traceback__)
     if within is not None:
         frames = traceback.StackSummary.from_list(
-            [f for f in frames if f.filename.startswith(within)] or list(frames)
+            [f for f in frames if _fs.is_within(f.filename, within)] or list(frames)
         )
     where = f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
     if isinstance(exc, SyntaxError) and exc.filename:
@@ -96,7 +100,7 @@ async def _factories(plugin: Any) -> list[Any]:
         return list(plugin.factories(bus))
 
 
-def probe(name: str, value: str, limits: TrialLimits | None = None) -> dict[str, Any]:
+def run_trial(name: str, value: str, limits: TrialLimits | None = None) -> dict[str, Any]:
     """Import entry point ``name = value`` and construct its factories; JSON-able result."""
     before = set(threading.enumerate())
     try:
@@ -119,7 +123,7 @@ def probe(name: str, value: str, limits: TrialLimits | None = None) -> dict[str,
             "binary_version": plugin.binary_version,
             "factories": sorted(f.config_id() for f in factories),
         }
-    except BaseException as exc:  # a probe reports whatever the plugin does, even SystemExit
+    except BaseException as exc:  # a trial reports whatever the plugin does, even SystemExit
         note = limit_note(exc, limits) if limits is not None else ""
         return {"ok": False, "error": describe_exception(exc) + note}
 
@@ -140,7 +144,7 @@ def serve(stdin: TextIO, stdout: TextIO) -> int:
     ``{"site": <site-packages>, "entry": "NAME=module:attr", "limits": {...},
     "marker": <unique id>}``; the
     server answers ``{"pid": N}`` (the child, also its process group) at once and
-    then a JSON line as :func:`probe` returns. The child starts a session of its
+    then a JSON line as :func:`run_trial` returns. The child starts a session of its
     own, imports the plugin with ``site`` first on ``sys.path`` (as the host does)
     under the limits, answers, and exits; the server's own module state never sees
     plugin code. Whatever is left in the child's process group is killed.
@@ -223,7 +227,7 @@ def _child(
             os.environ[TRIAL_MARKER_ENV] = marker  # inherited by whatever it starts
         apply_limits(limits)
         sys.path.insert(0, site)
-        answer = (json.dumps(probe(name, value, limits)) + "\n").encode()
+        answer = (json.dumps(run_trial(name, value, limits)) + "\n").encode()
         while answer:
             answer = answer[os.write(write_fd, answer) :]
     except BaseException:
@@ -233,7 +237,7 @@ def _child(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``probe [--limits JSON] NAME=module:attr`` prints one result; ``--serve`` serves many."""
+    """``[--limits JSON] NAME=module:attr`` prints one result; ``--serve`` serves many."""
     args = list(sys.argv[1:] if argv is None else argv)
     if args == ["--serve"]:
         return serve(sys.stdin, sys.stdout)
@@ -243,11 +247,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         apply_limits(limits)
         args = args[2:]
     if len(args) != 1 or "=" not in args[0]:
-        usage = "usage: probe [--limits JSON] NAME=module:attr | --serve"
+        usage = "usage: trial_child [--limits JSON] NAME=module:attr | --serve"
         print(json.dumps({"ok": False, "error": usage}))
         return 2
     name, value = args[0].split("=", 1)
-    result = probe(name, value, limits)
+    result = run_trial(name, value, limits)
     print(json.dumps(result), flush=True)
     # os._exit: a non-daemon thread the plugin started must not keep the trial alive.
     os._exit(0 if result["ok"] else 1)
