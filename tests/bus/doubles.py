@@ -133,13 +133,3 @@ async def settle(rounds: int = 5) -> None:
     """Let scheduled callbacks and freshly started tasks run."""
     for _ in range(rounds):
         await asyncio.sleep(0)
-
-
-async def eventually(pred: Callable[[], object], *, within: float = 5.0) -> None:
-    """Poll ``pred`` until it is true; fail the test after ``within`` seconds."""
-    step = 0.005
-    for _ in range(int(within / step)):
-        if pred():
-            return
-        await asyncio.sleep(step)
-    raise AssertionError(f"condition not reached within {within}s")

@@ -1,8 +1,12 @@
-"""The loader path: resolver controllers, ExecController, the loader's retry loop (BUS.md 6, 8)."""
+"""The loader path: resolver controllers, ExecController, the loader's retry loop.
+
+Semantics: docs/bus.md#the-loader-path.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import ClassVar
@@ -44,6 +48,7 @@ from controllerbus.example.boilerplate import (
     new_factory,
 )
 from tests.bus.doubles import Recorder, settle
+from tests.helpers import eventually
 
 FAST = BackoffPolicy(initial_interval=0.01, max_interval=0.02, max_elapsed=0.2)
 
@@ -224,12 +229,15 @@ async def test_failed_controller_is_retried_with_backoff_then_runs(
     static.add_factory(factory)
     rec = Recorder()
     _inst, ref = bus.add_directive(LoadControllerWithConfig(WidgetConfig()), rec)
-    for _ in range(100):
-        await asyncio.sleep(0.01)
-        if any(
-            isinstance(v, ExecControllerValue) and v.controller and not v.error for v in rec.values
-        ):
-            break
+    with contextlib.suppress(AssertionError):  # the assertions below say what is wrong
+        await eventually(
+            lambda: any(
+                isinstance(v, ExecControllerValue) and v.controller and not v.error
+                for v in rec.values
+            ),
+            within=1.0,
+            step=0.01,
+        )
     errors = [v for v in (a.value for a in rec.added) if v.error is not None]
     assert len(errors) == 2
     assert all(e.next_retry_timestamp is not None for e in errors)

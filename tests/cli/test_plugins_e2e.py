@@ -21,6 +21,8 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import eventually_sync
+
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
@@ -102,15 +104,12 @@ class Daemon:
 
     def wait_for(self, text: str, *, after: int = 0, within: float = 30) -> str:
         """Wait until ``text`` is logged after offset ``after``; return the whole log."""
-        deadline = time.monotonic() + within
-        while time.monotonic() < deadline:
-            content = self.text()
-            if text in content[after:]:
-                return content
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise AssertionError(f"{text!r} not logged; got:\n{self.text()}")
+        return eventually_sync(
+            lambda: content if text in (content := self.text())[after:] else "",
+            within=within,
+            give_up=lambda: self.proc.poll() is not None,
+            failure=lambda: f"{text!r} not logged; got:\n{self.text()}",
+        )
 
     def stop(self) -> int:
         self.proc.send_signal(signal.SIGTERM)

@@ -66,7 +66,7 @@ from controllerbus.bus import (
     Resolver,
     ResolverHandler,
 )
-from controllerbus.example.hello import Hello, HelloReply
+from controllerbus.api.hello import Hello, HelloReply
 
 CONTROLLER_ID = "$config_id"
 

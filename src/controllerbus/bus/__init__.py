@@ -1,6 +1,6 @@
 """The controller bus core (asyncio). It knows nothing of plugins, compilers or loaders.
 
-See ``BUS.md`` for the semantics; :func:`controllerbus.core.new_core_bus` builds a
+See docs/bus.md for the semantics; :func:`controllerbus.core.new_core_bus` builds a
 bus with the loader and a static resolver ready.
 """
 

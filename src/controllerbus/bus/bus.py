@@ -1,4 +1,6 @@
-"""The bus: directive de-duplication, handlers and controllers (BUS.md 2 and 5).
+"""The bus: directive de-duplication, handlers and controllers.
+
+Semantics: docs/bus.md#de-duplication, docs/bus.md#controllers-on-the-bus.
 
 Usage::
 

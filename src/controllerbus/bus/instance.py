@@ -1,4 +1,6 @@
-"""Directive instances: values, references, resolvers, dispose and idle (BUS.md 2-4).
+"""Directive instances: values, references, resolvers, dispose and idle.
+
+Semantics: docs/bus.md#instances-and-references.
 
 One :class:`Instance` exists per distinct directive on the bus. It owns:
 
@@ -201,7 +203,7 @@ class Instance:
         return _remover(self._idle_cbs, key)
 
     def close(self) -> None:
-        """Dispose the instance: idempotent; see BUS.md section 3 "Dispose"."""
+        """Dispose the instance: idempotent; see docs/bus.md#dispose."""
         if self._released:
             return
         self._released = True
@@ -230,7 +232,7 @@ class Instance:
     # -- used by the bus -------------------------------------------------------------------
 
     def attach_resolvers(self, owner: DirectiveHandler, resolvers: Sequence[Resolver]) -> None:
-        """Attach resolvers returned by ``owner`` and start them (BUS.md 4, attachment)."""
+        """Attach resolvers returned by ``owner`` and start them (docs/bus.md#resolvers)."""
         if self._released:
             return
         for resolver in resolvers:

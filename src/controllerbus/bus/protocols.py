@@ -2,7 +2,7 @@
 
 These are :class:`typing.Protocol` classes, so plugins need not inherit from them;
 those that do inherit get the default method bodies (for example a directive that
-never supersedes). See ``BUS.md`` sections 1-4 for the semantics.
+never supersedes). See docs/bus.md#pieces through docs/bus.md#resolvers for the semantics.
 
 Python shape versus the Go original:
 

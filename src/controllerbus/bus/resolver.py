@@ -1,4 +1,6 @@
-"""Factory resolvers and the controller that puts one on the bus (BUS.md 6).
+"""Factory resolvers and the controller that puts one on the bus.
+
+Semantics: docs/bus.md#resolver-controllers.
 
 A :class:`ResolverController` wraps one :class:`FactoryResolver` (the static map
 here, or a plugin's) and answers ``LoadControllerWithConfig``,

@@ -25,6 +25,7 @@ __all__ = [
     "PluginFactoryError",
     "PluginImportError",
     "PluginPrepareError",
+    "PluginQuarantined",
     "StateDirError",
     "StateDirLocked",
     "WheelChanged",
@@ -248,3 +249,25 @@ class PluginPrepareError(PluginActivationError):
     """Importing the new generation in a subprocess (before the switch) failed."""
 
     what = "failed its trial import in a subprocess"
+
+
+class PluginQuarantined(PluginActivationError):
+    """The daemon died activating this generation repeatedly; it is not loaded again.
+
+    Attributes:
+        state_dir: the state directory whose ``crashes.json`` holds the count.
+    """
+
+    what = "is quarantined"
+
+    def __init__(self, binary_id: str, wheel: Path, reason: str, state_dir: Path) -> None:
+        super().__init__(binary_id, wheel, reason)
+        self.state_dir = state_dir
+
+    def __str__(self) -> str:
+        return (
+            f"plugin {self.binary_id} ({self.wheel.name}) {self.what}: {self.reason}. "
+            "The previous generation (if any) keeps serving. Fix the plugin and build it "
+            f"again, or retry this wheel with: cbus plugins retry {self.binary_id} "
+            f"--state-dir {self.state_dir} (then restart the daemon or touch the wheel)"
+        )

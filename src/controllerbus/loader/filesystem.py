@@ -1,4 +1,6 @@
-"""The filesystem loader controller: a directory of plugin wheels, kept in sync (BUS.md 9).
+"""The filesystem loader controller: a directory of plugin wheels, kept in sync.
+
+Semantics: docs/loader.md#filesystem-loader.
 
 Controller id ``controllerbus/hot/loader/filesystem/1``. Config ``dir`` (must exist)
 and ``watch``. A sync pass lists the directory (not recursively) and classifies every
