@@ -7,6 +7,7 @@ import logging
 import os
 import re
 import shutil
+import stat
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -228,3 +229,13 @@ async def test_writable_wheel_refused_old_generation_serves(wheels: Wheels, tmp_
         os.chmod(v2, 0o644)
         await ctrl.sync()
         assert host.active() == {bid: wheels.v2.sha256}
+
+
+async def test_a_new_state_dir_is_trusted_under_a_group_umask(tmp_path: Path) -> None:
+    old = os.umask(0o002)
+    try:
+        async with plugin_host(tmp_path) as host:
+            assert host.strict_permissions
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "state").stat().st_mode) == 0o755
