@@ -230,6 +230,5 @@ def _kill(pid: int) -> None:
     deadline = time.monotonic() + 1.0
     while time.monotonic() < deadline and _state(pid) not in ("Z", None):
         time.sleep(0.01)
-    # Reap it unless its owner (a Popen, asyncio's child watcher) does.
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)
+    # Not reaped here: its owner (a Popen, asyncio's child watcher) waits for it and
+    # would lose its exit status; a zombie runs nothing.
