@@ -8,9 +8,10 @@ subprocess's log, a bus's attached values).
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 __all__ = ["eventually", "eventually_sync"]
 
@@ -18,19 +19,28 @@ T = TypeVar("T")
 
 
 async def eventually(
-    pred: Callable[[], T], *, within: float = 5.0, step: float = 0.005, what: str = ""
-) -> T:
+    pred: Callable[[], object],
+    *,
+    within: float = 5.0,
+    step: float = 0.005,
+    failure: Callable[[], str] = lambda: "condition not reached",
+) -> Any:
     """Poll ``pred`` on the event loop until it returns something true; return that.
 
+    ``pred`` may be a coroutine function: its result is awaited.
+
     Raises:
-        AssertionError: not within ``within`` seconds (naming ``what`` if given).
+        AssertionError: with ``failure()`` as its message, after ``within`` seconds.
     """
     deadline = time.monotonic() + within
     while True:
-        if result := pred():
+        result = pred()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
             return result
         if time.monotonic() >= deadline:
-            raise AssertionError(f"{what or 'condition'} not reached within {within}s")
+            raise AssertionError(f"{failure()} (within {within}s)")
         await asyncio.sleep(step)
 
 

@@ -174,15 +174,15 @@ class Watcher:
     def _options(self) -> _Options:
         # Named, and the same for both flavours. yield_on_timeout + rust_timeout=step:
         # the first (empty) yield says "armed"; later empty ones are skipped.
-        return _Options(
-            watch_filter=self._wanted,
-            debounce=self._debounce_ms,
-            step=self._step_ms,
-            stop_event=self._stop,
-            rust_timeout=self._step_ms,
-            yield_on_timeout=True,
-            recursive=bool(self.watchset.trees),
-        )
+        return {
+            "watch_filter": self._wanted,
+            "debounce": self._debounce_ms,
+            "step": self._step_ms,
+            "stop_event": self._stop,
+            "rust_timeout": self._step_ms,
+            "yield_on_timeout": True,
+            "recursive": bool(self.watchset.trees),
+        }
 
     def _error(self, exc: Exception) -> WatchError:
         where = ", ".join(self.watchset.paths()[:3])

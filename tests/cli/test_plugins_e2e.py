@@ -62,25 +62,17 @@ def checkout(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def compile_hot_demo(cwd: Path, out: Path) -> dict[str, Any]:
-    result = subprocess.run(
-        [
-            *CBUS_COMPILE,
-            "compile",
-            "plugins/hot-demo",
-            "-o",
-            str(out),
-            "--plugin-binary-id",
-            BINARY_ID,
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=120,
-    )
+def run_json(args: list[str], cwd: Path, *, timeout: float) -> dict[str, Any]:
+    """Run a command that prints JSON; it must succeed."""
+    result = subprocess.run(args, capture_output=True, text=True, cwd=cwd, timeout=timeout)
     assert result.returncode == 0, result.stderr
     data: dict[str, Any] = json.loads(result.stdout)
+    return data
+
+
+def compile_hot_demo(cwd: Path, out: Path) -> dict[str, Any]:
+    args = ["compile", "plugins/hot-demo", "-o", str(out), "--plugin-binary-id", BINARY_ID]
+    data = run_json([*CBUS_COMPILE, *args, "--json"], cwd, timeout=120)
     assert data["binary_id"] == BINARY_ID
     return data
 
@@ -130,16 +122,9 @@ def daemons() -> Iterator[list[Daemon]]:
 
 
 def plugins_list(cwd: Path, state: Path) -> dict[str, Any]:
-    result = subprocess.run(
-        [*CBUS, "plugins", "list", "--json", "--state-dir", str(state)],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=60,
+    return run_json(
+        [*CBUS, "plugins", "list", "--json", "--state-dir", str(state)], cwd, timeout=60
     )
-    assert result.returncode == 0, result.stderr
-    data: dict[str, Any] = json.loads(result.stdout)
-    return data
 
 
 def record_of(manifest: dict[str, Any], key: str) -> dict[str, Any]:

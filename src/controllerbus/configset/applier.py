@@ -17,18 +17,14 @@ from typing import TYPE_CHECKING
 
 from controllerbus.bus.helpers import CallbackHandler
 from controllerbus.configset.controller import ApplyConfigSet, ConfigSetState
-from controllerbus.configset.model import (
-    ConfigSet,
-    RawControllerConfig,
-    guess_format,
-    parse_document,
-)
+from controllerbus.configset.model import guess_format, parse_document
 from controllerbus.configset.resolve import resolve_config_set
 from controllerbus.errors import ConfigError
 
 if TYPE_CHECKING:
     from controllerbus.bus.bus import Bus
     from controllerbus.bus.protocols import AttachedValue, DirectiveInstance, Reference
+    from controllerbus.configset.model import ConfigSet, RawControllerConfig
 
 __all__ = ["ConfigSetApplier", "read_config_document"]
 
