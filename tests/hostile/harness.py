@@ -64,6 +64,7 @@ class GoodPlugin:
     wheel: Path
     sha256: str
     version: str
+    module: str
 
     @property
     def binary_id(self) -> str:
@@ -86,7 +87,7 @@ def build_good_plugin(root: Path, prefix: str) -> GoodPlugin:
     """Write and compile the test plugin under ``root`` (package names start with prefix)."""
     projects = write_projects(root / "projects", prefix)
     result = projects.compile(root / "dist")
-    return GoodPlugin(projects, result.wheel, result.sha256, str(result.version))
+    return GoodPlugin(projects, result.wheel, result.sha256, str(result.version), result.module)
 
 
 def reversion(src: Path, dst_dir: Path, serial: int) -> Path:

@@ -68,7 +68,7 @@ from controllerbus.loader.manifest import (
     wheel_key,
 )
 from controllerbus.loader.permissions import check_directory
-from controllerbus.loader.residue import Baseline, find_residue
+from controllerbus.loader.residue import Baseline, find_residue, record_thread_origins
 from controllerbus.loader.sandbox import DEFAULT_LIMITS, TrialLimits
 from controllerbus.loader.trial import TrialRunner, default_trial_runner
 from controllerbus.loader.verify import VerifiedWheel, verify_wheel
@@ -169,6 +169,7 @@ class PluginHost:
         self._limits = limits
         self._trials = trials if trials is not None else default_trial_runner(state.tmp_dir, limits)
         self._guard = ActivationGuard(state.path)
+        record_thread_origins()
         # What existed before each active generation was imported (for the residue check).
         self._baselines: dict[str, Baseline] = {}
         self._stop_timeout = stop_timeout

@@ -4,7 +4,9 @@ Weak references (:mod:`controllerbus.loader.purge`) prove that the plugin's *obj
 died; this module looks for what is not an object the plugin owns:
 
 * **threads** still alive whose code lies in the generation (the thread's target,
-  its ``run`` method, or any frame of its current stack);
+  its ``run`` method, any frame of its current stack, or the code that started it:
+  :func:`record_thread_origins` makes ``Thread.start`` note its caller's files);
+  worker threads of a ``concurrent.futures`` pool count only by their stack;
 * **open files and sockets** held in those threads' frames, and descriptors of the
   daemon pointing at files inside the generation directory;
 * **child processes** of the daemon started while the generation was active (other
@@ -32,7 +34,41 @@ from types import FrameType
 
 from controllerbus._fs import is_within
 
-__all__ = ["Baseline", "child_pids", "find_residue", "leaked_threads", "open_fds"]
+__all__ = [
+    "Baseline",
+    "child_pids",
+    "find_residue",
+    "leaked_threads",
+    "open_fds",
+    "record_thread_origins",
+]
+
+_ORIGIN = "_cbus_origin"
+_ORIGIN_DEPTH = 40
+
+
+def record_thread_origins() -> None:
+    """Make ``threading.Thread.start`` record the files of its callers (idempotent).
+
+    A thread running a stdlib function (``Thread(target=time.sleep)``) shows no
+    plugin frame on its stack; where it was started from does.
+    """
+    start = threading.Thread.start
+    if getattr(start, "_cbus_records_origin", False):
+        return
+
+    def recording_start(self: threading.Thread) -> None:
+        files: list[str] = []
+        frame = sys._getframe(1)
+        while frame is not None and len(files) < _ORIGIN_DEPTH:
+            files.append(frame.f_code.co_filename)
+            frame = frame.f_back  # type: ignore[assignment]
+        with contextlib.suppress(AttributeError):
+            setattr(self, _ORIGIN, tuple(files))
+        start(self)
+
+    recording_start._cbus_records_origin = True  # type: ignore[attr-defined]
+    threading.Thread.start = recording_start  # type: ignore[method-assign]
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +144,15 @@ def leaked_threads(
         inside = [f for f in stack if is_within(f.f_code.co_filename, root)]
         target = getattr(thread, "_target", None)
         code = getattr(target, "__code__", None) or getattr(type(thread).run, "__code__", None)
-        owned = bool(inside) or (code is not None and is_within(code.co_filename, root))
+        pool_worker = code is not None and code.co_filename.endswith(
+            os.path.join("concurrent", "futures", "thread.py")
+        )
+        origin = () if pool_worker else getattr(thread, _ORIGIN, ())
+        owned = (
+            bool(inside)
+            or (code is not None and not pool_worker and is_within(code.co_filename, root))
+            or any(is_within(f, root) for f in origin)
+        )
         if owned:
             where = f"{inside[0].f_code.co_filename}:{inside[0].f_lineno}" if inside else None
             found.append((thread, where))
@@ -186,6 +230,5 @@ def _kill(pid: int) -> None:
     deadline = time.monotonic() + 1.0
     while time.monotonic() < deadline and _state(pid) not in ("Z", None):
         time.sleep(0.01)
-    # Reap it unless its owner (a Popen, asyncio's child watcher) does.
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)
+    # Not reaped here: its owner (a Popen, asyncio's child watcher) waits for it and
+    # would lose its exit status; a zombie runs nothing.
