@@ -368,7 +368,7 @@ async def test_outcomes_can_be_awaited_instead_of_polled(wheels: Wheels, tmp_pat
         assert not loaded.done()
         with pytest.raises(LoaderError):
             await h.host.load(bad)
-        assert (await asyncio.wait_for(failed, 5)).status == "failed"
+        assert (await asyncio.wait_for(failed, 5)).status == "rejected"  # not a zip: refused
         assert not loaded.done()
         await h.host.load(wheels.v1.wheel)
         assert await asyncio.wait_for(loaded, 5) == wheels.v1.sha256

@@ -183,8 +183,11 @@ def test_book_records_each_outcome_and_writes_it(hello_wheel: Path, tmp_path: Pa
 
     # A failed reload while the old generation serves keeps the record active.
     book.failed("demo", hello_wheel, verified, "boom", serving=True)
-    assert (read_manifest(tmp_path).get("demo") or on_disk).model_dump() == {
-        **on_disk.model_dump(),
+    after = (read_manifest(tmp_path).get("demo") or on_disk).model_dump()
+    assert after["error_time"] is not None
+    assert [f["error"] for f in after["failures"]] == ["boom"]
+    assert {k: v for k, v in after.items() if k not in ("error_time", "failures")} == {
+        **{k: v for k, v in on_disk.model_dump().items() if k not in ("error_time", "failures")},
         "error": "boom",
     }
 
@@ -206,7 +209,19 @@ def test_book_records_each_outcome_and_writes_it(hello_wheel: Path, tmp_path: Pa
 
 
 def test_book_reads_records_of_a_previous_process_as_unloaded(tmp_path: Path) -> None:
-    write_manifest(tmp_path, Manifest(plugins=[_record("a"), _record("b", status="failed")]))
+    # Their wheels exist (records of gone wheels are pruned when the book opens).
+    wheels = {name: tmp_path / f"{name}.whl" for name in ("a", "b")}
+    for wheel in wheels.values():
+        wheel.write_bytes(b"")
+    write_manifest(
+        tmp_path,
+        Manifest(
+            plugins=[
+                _record("a", wheel=str(wheels["a"])),
+                _record("b", status="failed", wheel=str(wheels["b"])),
+            ]
+        ),
+    )
     book = ManifestBook(tmp_path)
     assert [(r.binary_id, r.status) for r in book.manifest.plugins] == [
         ("a", "unloaded"),
