@@ -14,7 +14,7 @@ from controllerbus.cli._common import fail, setup_logging
 from controllerbus.daemon import DEFAULT_CONFIG, DEFAULT_STATE_DIR, DaemonOptions
 from controllerbus.errors import ControllerBusError
 from controllerbus.example import boilerplate
-from controllerbus.loader.sandbox import TrialLimits
+from controllerbus.loader.sandbox import DEFAULT_LIMITS, TrialLimits
 
 if TYPE_CHECKING:
     from controllerbus.loader.manifest import ManifestRecord
@@ -90,7 +90,7 @@ def cli(verbose: int) -> None:
 @click.option(
     "--trial-timeout",
     type=click.FloatRange(min=0.1),
-    default=30.0,
+    default=DEFAULT_LIMITS.deadline,
     show_default=True,
     help="Seconds a plugin's trial import (import + factories, in a child process) may "
     "take before it and every process it started are killed.",
@@ -98,14 +98,14 @@ def cli(verbose: int) -> None:
 @click.option(
     "--trial-memory",
     type=click.IntRange(min=0),
-    default=2048,
+    default=DEFAULT_LIMITS.memory_mib,
     show_default=True,
     help="Address-space limit of a trial import in MiB (0: none).",
 )
 @click.option(
     "--trial-files",
     type=click.IntRange(min=0),
-    default=256,
+    default=DEFAULT_LIMITS.open_files,
     show_default=True,
     help="Open-file limit of a trial import (0: none).",
 )

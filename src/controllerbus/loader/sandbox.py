@@ -53,7 +53,7 @@ class TrialLimits:
     """
 
     deadline: float = 30.0
-    memory_mib: int = 2048
+    memory_mib: int = 4096
     cpu_seconds: int = 0
     open_files: int = 256
 
