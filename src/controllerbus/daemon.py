@@ -34,6 +34,7 @@ from controllerbus.loader.filesystem import (
 )
 from controllerbus.loader.host import PluginHost
 from controllerbus.loader.production import LoadPolicy, start_index_mirror
+from controllerbus.loader.sandbox import DEFAULT_LIMITS, TrialLimits
 from controllerbus.loader.state import StateDir
 from controllerbus.loader.trust import TrustPolicy
 
@@ -68,6 +69,9 @@ class DaemonOptions:
             into the plugins directory (default ``<state-dir>/wheelhouse``); needs
             ``trust``.
         index_poll: seconds between checks of the trust file for the index mirror.
+        trial_limits: deadline and resource limits of every plugin's trial import.
+        insecure_permissions: trust plugins/state directories and wheels that others
+            could write (:mod:`~controllerbus.loader.permissions`).
     """
 
     config_path: Path = DEFAULT_CONFIG
@@ -75,6 +79,8 @@ class DaemonOptions:
     plugins_dir: Path | None = None
     state_dir: Path = DEFAULT_STATE_DIR
     watch: bool = True
+    trial_limits: TrialLimits = DEFAULT_LIMITS
+    insecure_permissions: bool = False
     trust: Path | None = None
     find_links: tuple[Path, ...] = ()
     index_url: str | None = None
@@ -201,8 +207,17 @@ async def _start_plugin_loader(
 ) -> _PluginLoader:
     plugins_dir = options.wheel_dir
     assert plugins_dir is not None
+    if options.insecure_permissions:
+        logger.warning("permission checks are off (--insecure-permissions)")
     policy = LoadPolicy.of(options.trust, options.find_links or (plugins_dir,), (state.path,))
-    host = PluginHost(bus, state, on_change=applier.refresh, policy=policy)
+    host = PluginHost(
+        bus,
+        state,
+        on_change=applier.refresh,
+        limits=options.trial_limits,
+        insecure_permissions=options.insecure_permissions,
+        policy=policy,
+    )
     static.add_factory(new_filesystem_loader_factory(host))
     directive = LoadControllerWithConfig(
         FilesystemLoaderConfig(dir=str(plugins_dir), watch=options.watch)

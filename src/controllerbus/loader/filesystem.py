@@ -3,12 +3,19 @@
 Semantics: docs/loader.md#filesystem-loader.
 
 Controller id ``controllerbus/hot/loader/filesystem/1``. Config ``dir`` (must exist)
-and ``watch``. A sync pass lists the directory (not recursively), keeps regular
-``*.whl`` files whose name parses as a wheel filename, and skips hidden and
-temporary files (``.name``, ``*.tmp``, ``*.part``, ``*.partial``, ``*~``), so a
-compiler or copier that writes through a temporary name is never half-read. Wheels
-without a ``controllerbus.plugins`` entry point are dependency wheels (the directory
-is the default ``--find-links`` location) and are skipped too.
+and ``watch``. A sync pass lists the directory (not recursively) and classifies every
+entry (:mod:`~controllerbus.loader.candidates`): hidden and temporary files
+(``.name``, ``*.tmp``, ``*.part``, ``*.partial``, ``*~``) are skipped, so a compiler
+or copier that writes through a temporary name is never half-read; regular files
+whose name parses as a wheel filename are planned as below; every other entry (a
+``README``, a bad wheel name, a directory) is offered to the host too, which refuses
+it with the reason, logs it and records it in the manifest as ``rejected``. Nothing
+is ignored without a word. With trust checks on (the host's
+``strict_permissions``), the directory itself is checked when the loader starts
+(:mod:`~controllerbus.loader.permissions`).
+Wheels without a ``controllerbus.plugins`` entry point are dependency wheels (the
+directory is the default ``--find-links`` location) and are skipped, and so is the
+host's trust file if it lives here.
 
 The pass is planned first (:func:`plan_sync`, pure) and applied afterwards:
 
@@ -32,7 +39,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,7 +56,9 @@ from controllerbus.bus.protocols import (
     Resolver,
 )
 from controllerbus.errors import LoaderError
+from controllerbus.loader.candidates import Candidate, is_temporary, scan_candidates
 from controllerbus.loader.depwheel import classify_wheel
+from controllerbus.loader.permissions import check_directory
 
 if TYPE_CHECKING:
     from watchfiles import Change
@@ -67,6 +75,7 @@ __all__ = [
     "new_filesystem_loader_factory",
     "plan_sync",
     "scan_dir",
+    "scan_plugins_dir",
 ]
 
 logger = logging.getLogger(__name__)
@@ -90,16 +99,21 @@ class FilesystemLoaderConfig(Config):
 
 @dataclass(frozen=True, slots=True)
 class FileStat:
-    """What identifies a version of a file for the loader: size and mtime (ns)."""
+    """What identifies a version of a file for the loader: size, mtime and ctime (ns).
+
+    The ctime changes on ``chmod``/``chown`` too, so a wheel refused for its
+    permissions is tried again once they are fixed.
+    """
 
     size: int
     mtime_ns: int
+    ctime_ns: int = 0
 
     @classmethod
     def of(cls, path: Path) -> FileStat:
         """Stat ``path``."""
         st = path.stat()
-        return cls(st.st_size, st.st_mtime_ns)
+        return cls(st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,23 +211,30 @@ def plan_sync(
 
 
 def scan_dir(directory: Path) -> dict[Path, FileStat]:
-    """Candidate wheels in ``directory`` (not recursive); stat failures are skipped."""
+    """Regular files with a wheel filename in ``directory`` (not recursive): the plan's input."""
+    return scan_plugins_dir(directory)[0]
+
+
+def scan_plugins_dir(directory: Path) -> tuple[dict[Path, FileStat], dict[Path, Candidate]]:
+    """Classify ``directory``: files to plan with, and rejected entries that cannot be.
+
+    A rejected file with a wheel filename (wrong tag, not a zip, too big) is planned
+    like any wheel, so that it holds its plugin's last good generation; the host
+    refuses it on load. The second mapping holds the rest: entries without a wheel
+    filename or that are not regular files.
+    """
     found: dict[Path, FileStat] = {}
-    with os.scandir(directory) as entries:
-        for entry in entries:
-            if not is_candidate(entry.name):
-                continue
-            try:
-                if not entry.is_file(follow_symlinks=True):
-                    continue
-                st = entry.stat(follow_symlinks=True)
-            except OSError as exc:
-                logger.warning("cannot stat %s: %s; skipped", entry.path, exc)
-                continue
-            if classify_wheel(Path(entry.path)) == "dependency":
+    others: dict[Path, Candidate] = {}
+    for candidate in scan_candidates(directory):
+        if candidate.kind == "ignored":
+            logger.debug("plugins dir: %s ignored (%s)", candidate.path.name, candidate.reason)
+        elif candidate.distribution is not None and candidate.regular:
+            if classify_wheel(candidate.path) == "dependency":
                 continue  # a plugin's dependency wheel (this dir is the default find-links)
-            found[Path(entry.path)] = FileStat(st.st_size, st.st_mtime_ns)
-    return found
+            found[candidate.path] = FileStat(candidate.size, candidate.mtime_ns, candidate.ctime_ns)
+        else:
+            others[candidate.path] = candidate
+    return found, others
 
 
 @dataclass(eq=False)
@@ -263,8 +284,7 @@ class FilesystemLoaderController:
         def wanted(_change: Change, path: str) -> bool:
             # Deletions of temp names never matter; a rename into place shows up
             # as an event on the final name.
-            trust = self.host.policy.trust
-            return is_candidate(Path(path).name) or (trust is not None and Path(path) == trust.path)
+            return not is_temporary(Path(path).name)
 
         watcher = Watcher(
             WatchSet.of(dirs=[self.directory]),
@@ -291,13 +311,18 @@ class FilesystemLoaderController:
         When a wheel fails, the pass plans again: an older wheel of the same plugin
         (left by ``--no-cleanup``) gets its turn, and nothing is retried twice.
         """
-        found = await asyncio.to_thread(scan_dir, self.directory)
+        found, others = await asyncio.to_thread(scan_plugins_dir, self.directory)
+        trust = self.host.policy.trust
+        if trust is not None:
+            others.pop(trust.path, None)  # the host's own trust file may live here
         trust_key = await asyncio.to_thread(self.host.policy.trust_key)
         if trust_key != self.trust_seen:
             # A changed trust file may pin wheels it refused before: retry them once.
             if self.passes:
-                self.failed.clear()
+                for path in [p for p in self.failed if p in found]:
+                    del self.failed[path]
             self.trust_seen = trust_key
+        await self._reject(others)
         first: SyncPlan | None = None
         for _ in range(len(found) + 1):
             plan = plan_sync({p: st for p, (st, _) in self.loaded.items()}, self.failed, found)
@@ -325,6 +350,15 @@ class FilesystemLoaderController:
         self.passes += 1
         self.synced.set()
         return first or SyncPlan()
+
+    async def _reject(self, others: Mapping[Path, Candidate]) -> None:
+        """Offer each new or changed non-wheel entry to the host, which refuses and records it."""
+        for path, candidate in sorted(others.items()):
+            stat = FileStat(candidate.size, candidate.mtime_ns, candidate.ctime_ns)
+            if self.failed.get(path) == stat:
+                continue
+            logger.warning("plugins dir: %s rejected: %s", path.name, candidate.reason)
+            await self._load(path, stat)
 
     async def _unload(self, path: Path) -> None:
         _stat, binary_id = self.loaded.pop(path)
@@ -361,6 +395,8 @@ def new_filesystem_loader_factory(host: PluginHost) -> ControllerFactory[Filesys
         directory = Path(config.dir).absolute()
         if not directory.is_dir():
             raise LoaderError(f"stat {directory}: plugins directory does not exist")
+        if host.strict_permissions:
+            check_directory(directory, "plugins directory")
         return FilesystemLoaderController(host, directory, watch=config.watch)
 
     return ControllerFactory(FilesystemLoaderConfig, construct, version=_VERSION)
