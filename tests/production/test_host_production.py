@@ -117,7 +117,7 @@ async def test_unpinned_and_wrong_hash_refused_before_unpacking(
         assert sha256(plugin) in str(info.value)
         assert "not pinned" in str(info.value)
         assert generations(env) == []
-        assert env.host.manifest.plugins[-1].status == "failed"
+        assert env.host.manifest.plugins[-1].status == "rejected"
 
         env.trust.write_text(f"{plugin.name} --hash=sha256:{'0' * 64}\n" + pin(dep))
         with pytest.raises(UntrustedWheel, match="does not match the trust file"):
