@@ -15,7 +15,6 @@ from controllerbus.core import new_core_bus
 from controllerbus.errors import LoaderError
 from controllerbus.loader.dependencies import plan_dependencies
 from controllerbus.loader.errors import HostDependencyError
-from controllerbus.loader.filesystem import scan_dir
 from controllerbus.loader.generation import generation_id_of
 from controllerbus.loader.host import PluginHost
 from controllerbus.loader.production import LoadPolicy
@@ -195,10 +194,20 @@ def test_host_serves_what_it_has_in_its_version() -> None:
         check_host_requirements(plan.host_lines, plugin="p")
 
 
-def test_filesystem_scan_skips_dependency_wheels(tmp_path: Path, wheels: Wheels) -> None:
-    for wheel in (wheels.v1, wheels.dep):
-        shutil.copy2(wheel, tmp_path / wheel.name)
-    assert sorted(p.name for p in scan_dir(tmp_path)) == [wheels.v1.name]
+def test_dependency_wheels_are_told_apart_from_broken_plugin_wheels(
+    tmp_path: Path, wheels: Wheels
+) -> None:
+    from controllerbus.loader.depwheel import split_dependency_wheels
+    from tests.loader.wheelkit import dist_info_of, repack
+
+    v2 = wheels.v2
+    # v2 without its entry point: same distribution as a plugin, so a broken plugin.
+    broken = repack(v2, tmp_path / v2.name, remove={f"{dist_info_of(v2)}/entry_points.txt"})
+    plugins, deps = split_dependency_wheels([wheels.v1, wheels.dep, broken])
+    assert (plugins, deps) == ([wheels.v1, broken], [wheels.dep])
+    # Alone in the directory, it is still a plugin's wheel if that plugin is loaded.
+    assert split_dependency_wheels([broken], [f"{DIST_PREFIX}-plugin"]) == ([broken], [])
+    assert split_dependency_wheels([broken]) == ([], [broken])
 
 
 async def test_install_ahead_installs_in_parallel_and_loads_reuse(tmp_path: Path) -> None:

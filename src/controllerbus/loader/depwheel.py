@@ -16,13 +16,21 @@ import configparser
 import functools
 import os
 import zipfile
+from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import Literal
+
+from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 
 from controllerbus.loader.verify import VerifiedWheel, verify_wheel
 from controllerbus.plugin import ENTRY_POINT_GROUP
 
-__all__ = ["WheelKind", "classify_wheel", "verify_dependency_wheel"]
+__all__ = [
+    "WheelKind",
+    "classify_wheel",
+    "split_dependency_wheels",
+    "verify_dependency_wheel",
+]
 
 WheelKind = Literal["plugin", "dependency"]
 
@@ -70,3 +78,27 @@ def verify_dependency_wheel(path: Path) -> VerifiedWheel:
             ``.pth`` file, ...); nothing was written.
     """
     return verify_wheel(path, plugin=False)
+
+
+def split_dependency_wheels(
+    wheels: Iterable[Path], plugin_distributions: Collection[str] = ()
+) -> tuple[list[Path], list[Path]]:
+    """Split the wheels of a plugins directory into (plugins, dependencies).
+
+    A wheel without the entry point is a dependency, unless its distribution is also
+    that of a plugin wheel among ``wheels`` or in ``plugin_distributions`` (a loaded
+    plugin): then it is a broken plugin wheel, and the loader offers it to the host,
+    which refuses it with the reason.
+    """
+    kinds = {path: classify_wheel(path) for path in wheels}
+    plugins = {_dist(p) for p, kind in kinds.items() if kind == "plugin"}
+    plugins.update(canonicalize_name(d) for d in plugin_distributions)
+    deps = [p for p, kind in kinds.items() if kind == "dependency" and _dist(p) not in plugins]
+    return [p for p in kinds if p not in deps], deps
+
+
+def _dist(path: Path) -> str:
+    try:
+        return canonicalize_name(parse_wheel_filename(path.name)[0])
+    except InvalidWheelFilename:
+        return path.name

@@ -57,8 +57,9 @@ from controllerbus.bus.protocols import (
 )
 from controllerbus.errors import LoaderError
 from controllerbus.loader.candidates import Candidate, is_temporary, scan_candidates
-from controllerbus.loader.depwheel import classify_wheel
+from controllerbus.loader.depwheel import split_dependency_wheels
 from controllerbus.loader.permissions import check_directory
+from controllerbus.plugin import ENTRY_POINT_GROUP
 
 if TYPE_CHECKING:
     from watchfiles import Change
@@ -229,8 +230,6 @@ def scan_plugins_dir(directory: Path) -> tuple[dict[Path, FileStat], dict[Path, 
         if candidate.kind == "ignored":
             logger.debug("plugins dir: %s ignored (%s)", candidate.path.name, candidate.reason)
         elif candidate.distribution is not None and candidate.regular:
-            if classify_wheel(candidate.path) == "dependency":
-                continue  # a plugin's dependency wheel (this dir is the default find-links)
             found[candidate.path] = FileStat(candidate.size, candidate.mtime_ns, candidate.ctime_ns)
         else:
             others[candidate.path] = candidate
@@ -252,6 +251,7 @@ class FilesystemLoaderController:
     stopped: asyncio.Event = field(default_factory=asyncio.Event)
     passes: int = 0
     trust_seen: object = None
+    dependencies: set[Path] = field(default_factory=set)
 
     def get_controller_info(self) -> ControllerInfo:
         return ControllerInfo(
@@ -312,6 +312,7 @@ class FilesystemLoaderController:
         (left by ``--no-cleanup``) gets its turn, and nothing is retried twice.
         """
         found, others = await asyncio.to_thread(scan_plugins_dir, self.directory)
+        found = await asyncio.to_thread(self._without_dependencies, found)
         trust = self.host.policy.trust
         if trust is not None:
             others.pop(trust.path, None)  # the host's own trust file may live here
@@ -350,6 +351,20 @@ class FilesystemLoaderController:
         self.passes += 1
         self.synced.set()
         return first or SyncPlan()
+
+    def _without_dependencies(self, found: dict[Path, FileStat]) -> dict[Path, FileStat]:
+        """``found`` minus dependency wheels (this directory is the default find-links)."""
+        loaded = [_distribution(p) for p in self.loaded]
+        _plugins, deps = split_dependency_wheels(found, loaded)
+        for path in sorted(set(deps) - self.dependencies):
+            logger.info(
+                "plugins dir: %s is a dependency wheel (no %s entry point): not loaded as a "
+                "plugin, installed into the generations of plugins that require it",
+                path.name,
+                ENTRY_POINT_GROUP,
+            )
+        self.dependencies = set(deps)
+        return {p: st for p, st in found.items() if p not in self.dependencies}
 
     async def _reject(self, others: Mapping[Path, Candidate]) -> None:
         """Offer each new or changed non-wheel entry to the host, which refuses and records it."""
