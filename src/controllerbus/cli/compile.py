@@ -25,6 +25,8 @@ import click
 from controllerbus.compiler import (
     DEFAULT_BINARY_VERSION,
     DEFAULT_BUILD_PREFIX,
+    DEFAULT_OUTPUT_DIR,
+    CompileOptions,
     CompileResult,
     InvalidOption,
     codegen,
@@ -35,9 +37,6 @@ from controllerbus.compiler import (
 from controllerbus.errors import CompileError
 
 __all__ = ["DEFAULT_OUTPUT_DIR", "cli", "main"]
-
-#: Where wheels go when ``-o`` is not given (relative to the working directory).
-DEFAULT_OUTPUT_DIR = Path("dist-plugins")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -185,20 +184,20 @@ def compile_command(
       CBUS_ISOLATED=1 cbus-compile compile plugins/hello
     """
     _setup_logging(verbose)
-    options: dict[str, Any] = {
-        "output_dir": output_dir,
-        "codegen_dir": codegen_dir,
-        "binary_id": plugin_binary_id,
-        "binary_version": plugin_binary_version,
-        "build_prefix": build_prefix,
-        "isolated": isolated,
-        "cleanup": not no_cleanup,
-    }
+    options = CompileOptions(
+        output_dir=output_dir,
+        codegen_dir=codegen_dir,
+        binary_id=plugin_binary_id,
+        binary_version=plugin_binary_version,
+        build_prefix=build_prefix,
+        isolated=isolated,
+        cleanup=not no_cleanup,
+    )
     if watch:
         _watch(targets, options, as_json)
         return
     try:
-        result = compile_plugin(targets, **options)
+        result = compile_plugin(targets, options)
     except InvalidOption as exc:
         raise click.UsageError(str(exc)) from exc
     except CompileError as exc:
@@ -228,10 +227,12 @@ def codegen_command(
     try:
         result = codegen(
             targets,
-            codegen_dir=codegen_dir,
-            binary_id=plugin_binary_id,
-            binary_version=plugin_binary_version,
-            build_prefix=build_prefix,
+            CompileOptions(
+                codegen_dir=codegen_dir,
+                binary_id=plugin_binary_id,
+                binary_version=plugin_binary_version,
+                build_prefix=build_prefix,
+            ),
         )
     except InvalidOption as exc:
         raise click.UsageError(str(exc)) from exc
@@ -239,24 +240,7 @@ def codegen_command(
         raise click.ClickException(str(exc)) from exc
     plan = result.plan
     if as_json:
-        click.echo(
-            json.dumps(
-                {
-                    "codegen_dir": str(result.codegen_dir),
-                    "build_hash": plan.build_hash,
-                    "version": plan.version,
-                    "binary_id": plan.binary_id,
-                    "binary_version": plan.binary_version,
-                    "distribution": plan.distribution,
-                    "module": plan.module,
-                    "wheel_name": plan.wheel_name,
-                    "factories": [str(ref) for ref in plan.factories],
-                    "requires": list(plan.requires),
-                    "written": result.stats.written,
-                    "removed": result.stats.removed,
-                }
-            )
-        )
+        click.echo(json.dumps(result.to_json()))
     else:
         click.echo(
             f"cbus-compile: overlay for {plan.binary_id} {plan.version}"
@@ -309,7 +293,7 @@ def _report(result: CompileResult, as_json: bool) -> None:
     click.echo(str(result.wheel))
 
 
-def _watch(targets: Sequence[Path], options: dict[str, Any], as_json: bool) -> None:
+def _watch(targets: Sequence[Path], options: CompileOptions, as_json: bool) -> None:
     def on_error(exc: CompileError) -> None:
         click.echo(f"cbus-compile: error: {exc}", err=True)
 
@@ -317,9 +301,7 @@ def _watch(targets: Sequence[Path], options: dict[str, Any], as_json: bool) -> N
     # SIGTERM (e.g. from a process manager) ends the watch like Ctrl-C does.
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        watch_compile(
-            targets, on_result=lambda r: _report(r, as_json), on_error=on_error, **options
-        )
+        watch_compile(targets, options, on_result=lambda r: _report(r, as_json), on_error=on_error)
     except KeyboardInterrupt:
         click.echo("cbus-compile: stopped", err=True)
     except OSError as exc:

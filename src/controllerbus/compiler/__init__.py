@@ -35,6 +35,7 @@ from controllerbus.compiler.errors import (
 )
 from controllerbus.compiler.factories import FactoryRef
 from controllerbus.compiler.graph import Graph, SourceFile, analyse
+from controllerbus.compiler.options import DEFAULT_OUTPUT_DIR, CompileOptions
 from controllerbus.compiler.plan import (
     DEFAULT_BINARY_VERSION,
     DEFAULT_BUILD_PREFIX,
@@ -48,9 +49,11 @@ __all__ = [
     "CODEGEN_ROOT",
     "DEFAULT_BINARY_VERSION",
     "DEFAULT_BUILD_PREFIX",
+    "DEFAULT_OUTPUT_DIR",
     "AnalysisError",
     "BuildFailed",
     "CodegenResult",
+    "CompileOptions",
     "CompileResult",
     "ConflictingPaths",
     "ConflictingRequirements",

@@ -71,8 +71,8 @@ class WriteStats:
 
 @functools.cache
 def load_templates() -> Templates:
-    """Read the overlay templates from the ``controllerbus.templates`` package data."""
-    package = resources.files("controllerbus.templates")
+    """Read the overlay templates from the ``controllerbus.compiler.templates`` package data."""
+    package = resources.files("controllerbus.compiler.templates")
     return Templates(
         pyproject=package.joinpath("pyproject.toml.tmpl").read_text(encoding="utf-8"),
         module=package.joinpath("plugin_module.py.tmpl").read_text(encoding="utf-8"),

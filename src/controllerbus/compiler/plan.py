@@ -124,6 +124,20 @@ class Plan:
         """The wheel file name hatchling produces for this plan."""
         return f"{self.module}-{self.version}-py3-none-any.whl"
 
+    def to_json(self) -> dict[str, object]:
+        """The plan's part of ``cbus-compile --json`` (``compile`` and ``codegen`` alike)."""
+        return {
+            "build_hash": self.build_hash,
+            "version": self.version,
+            "binary_id": self.binary_id,
+            "binary_version": self.binary_version,
+            "distribution": self.distribution,
+            "module": self.module,
+            "wheel_name": self.wheel_name,
+            "factories": [str(ref) for ref in self.factories],
+            "requires": list(self.requires),
+        }
+
 
 def slugify(binary_id: str) -> str:
     """Lower-case ``binary_id`` with every run of characters outside ``[a-z0-9]`` as ``_``."""

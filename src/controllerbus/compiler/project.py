@@ -3,7 +3,7 @@
 Nothing here follows dependencies (that is :mod:`controllerbus.compiler.graph`); this
 module answers "what does this one project declare?" and "which files would it ship?".
 
-Where a local path for a dependency can come from (DESIGN.md, "Interfaces"):
+Where a local path for a dependency can come from:
 
 * ``[tool.uv.sources] name = { path = "../lib" }``
 * a PEP 508 direct reference ``name @ file:../lib`` (relative to the project), also
@@ -76,7 +76,7 @@ class PathSource:
     """A local directory a project declares for one of its dependencies.
 
     Attributes:
-        path: absolute, lexically normalised; not yet checked to exist.
+        path: absolute, symlinks resolved (``os.path.realpath``); not yet checked to exist.
         origin: where it was declared, for messages (``[tool.uv.sources]`` ...).
         line: line of the declaration in the project's ``pyproject.toml``, if found.
     """
@@ -180,7 +180,8 @@ def load_project(root: Path) -> Project:
     """Read ``root/pyproject.toml``.
 
     Args:
-        root: the project directory (made absolute here; symlinks are kept).
+        root: the project directory (made absolute with symlinks resolved, so a project
+            reached through a symlink and through its target is one project).
 
     Raises:
         MissingPath: ``root`` or its ``pyproject.toml`` does not exist.

@@ -12,23 +12,31 @@ Go's watcher waits 1 s of quiet, watchfiles' default groups for up to 1.6 s.
 No change is lost between compiles: the watcher is started *before* each compile,
 so anything saved while a compile runs is queued and triggers the next one.
 
-Uses :class:`watchfiles._rust_notify.RustNotify` directly (the seam watchfiles' own
-``watch()`` wraps, and the one its tests fake): the public generator only starts
-watching on its first ``next()``, after which a compile would block it.
+Uses watchfiles' public :func:`watchfiles.watch` with ``yield_on_timeout=True``: the
+generator only starts watching on its first ``next()``, so :func:`_armed` pulls one
+(empty, after ``step_ms``) batch before the compile. From then on the notifier
+collects events in its own thread while the generator is suspended in the compile.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from controllerbus.compiler.api import CompileResult, compile_plugin
+from controllerbus.compiler.api import CODEGEN_ROOT, CompileResult, compile_plugin
 from controllerbus.compiler.graph import analyse
+from controllerbus.compiler.options import CompileOptions
 from controllerbus.errors import CompileError
 
+if TYPE_CHECKING:
+    from watchfiles import Change
+
 __all__ = ["DEBOUNCE_MS", "STEP_MS", "watch_compile"]
+
+_Batches = Generator["set[tuple[Change, str]]", None, None]
 
 logger = logging.getLogger(__name__)
 
@@ -38,17 +46,11 @@ STEP_MS = 50
 
 def watch_compile(
     targets: Sequence[Path],
+    options: CompileOptions,
     *,
-    output_dir: Path,
     on_result: Callable[[CompileResult], object],
     on_error: Callable[[CompileError], object],
     stop_event: threading.Event | None = None,
-    codegen_dir: Path | None = None,
-    binary_id: str | None = None,
-    binary_version: str | None = None,
-    build_prefix: str | None = None,
-    isolated: bool = False,
-    cleanup: bool = True,
     debounce_ms: int = DEBOUNCE_MS,
     step_ms: int = STEP_MS,
 ) -> None:
@@ -58,8 +60,7 @@ def watch_compile(
     Returns when ``stop_event`` is set.
 
     Args:
-        targets, output_dir, codegen_dir, binary_id, binary_version, build_prefix,
-            isolated, cleanup: as for :func:`~controllerbus.compiler.compile_plugin`.
+        targets, options: as for :func:`~controllerbus.compiler.compile_plugin`.
         on_result: called with each successful result (also no-op ones).
         on_error: called with each compile error.
         stop_event: set it (from another thread) to stop watching.
@@ -71,29 +72,20 @@ def watch_compile(
         OSError: a watch cannot be set up (e.g. the inotify watch limit is reached);
             reported, never silently ignored.
     """
-    from watchfiles import Change, DefaultFilter
-    from watchfiles._rust_notify import RustNotify
-
-    ignore = DefaultFilter()
+    exclude = (options.output_dir.absolute(), (options.codegen_dir or CODEGEN_ROOT).absolute())
     roots = _initial_roots(targets)
     last_hash: str | None = None
     rearmed = False
     while True:
-        existing = sorted({str(r) for r in roots if r.exists()})
+        existing = sorted({r for r in roots if r.exists()})
         logger.info("watching %d paths", len(existing))
-        with RustNotify(existing, False, False, 50, True, False) as notifier:
+        batches = _armed(existing, exclude, debounce_ms, step_ms, stop_event)
+        try:
+            if batches is None:
+                return
             new_roots = roots
             try:
-                result = compile_plugin(
-                    targets,
-                    output_dir=output_dir,
-                    codegen_dir=codegen_dir,
-                    binary_id=binary_id,
-                    binary_version=binary_version,
-                    build_prefix=build_prefix,
-                    isolated=isolated,
-                    cleanup=cleanup,
-                )
+                result = compile_plugin(targets, options)
             except CompileError as exc:
                 on_error(exc)
             else:
@@ -109,25 +101,64 @@ def watch_compile(
                 # nothing saved while re-arming is missed.
                 roots, rearmed = new_roots, True
                 continue
-            exclude = [Path(p) for p in (output_dir.absolute(), _codegen_root(codegen_dir))]
-            while True:
-                raw = notifier.watch(debounce_ms, step_ms, 0, stop_event)
-                if raw == "stop":
-                    return
-                if raw == "signal":
-                    raise KeyboardInterrupt
-                if raw == "timeout":
-                    continue
-                changed = sorted(
-                    path
-                    for change, path in raw
-                    if ignore(Change(change), path)
-                    and not any(Path(path).is_relative_to(e) for e in exclude)
-                )
-                if changed:
+            for changes in batches:
+                if changes:
+                    changed = sorted(path for _change, path in changes)
                     if logger.isEnabledFor(logging.INFO):
                         logger.info("%d changed: %s", len(changed), ", ".join(changed[:5]))
                     break
+            else:
+                return  # the stop event was set
+        finally:
+            if batches is not None:
+                batches.close()
+
+
+def _armed(
+    paths: Sequence[Path],
+    exclude: Sequence[Path],
+    debounce_ms: int,
+    step_ms: int,
+    stop_event: threading.Event | None,
+) -> _Batches | None:
+    """A :func:`watchfiles.watch` generator that is already watching ``paths``.
+
+    ``None`` if ``stop_event`` was set before the watch started. Changes under
+    ``exclude`` (the output and codegen directories) and the usual junk
+    (:class:`watchfiles.DefaultFilter`) are dropped.
+    """
+    from watchfiles import DefaultFilter, watch
+
+    junk = DefaultFilter()
+
+    def keep(change: Change, path: str) -> bool:
+        return junk(change, path) and not any(Path(path).is_relative_to(e) for e in exclude)
+
+    batches = watch(
+        *paths,
+        watch_filter=keep,
+        debounce=debounce_ms,
+        step=step_ms,
+        stop_event=stop_event,
+        rust_timeout=step_ms,
+        yield_on_timeout=True,
+        raise_interrupt=True,
+    )
+    # The first next() creates the notifier; it yields an empty set after one step
+    # (or the changes of that step, which the compile that follows covers).
+    for _first in batches:
+        return _skip_empty(batches)
+    return None
+
+
+def _skip_empty(batches: _Batches) -> _Batches:
+    """``batches`` without the empty sets ``yield_on_timeout`` produces."""
+    try:
+        for changes in batches:
+            if changes:
+                yield changes
+    finally:
+        batches.close()
 
 
 def _initial_roots(targets: Sequence[Path]) -> tuple[Path, ...]:
@@ -137,9 +168,3 @@ def _initial_roots(targets: Sequence[Path]) -> tuple[Path, ...]:
         # No graph yet (the first compile will report why): watch the target
         # directories whole until a compile succeeds and narrows the set.
         return tuple(Path(t).absolute() for t in targets)
-
-
-def _codegen_root(codegen_dir: Path | None) -> Path:
-    from controllerbus.compiler.api import CODEGEN_ROOT
-
-    return (codegen_dir or CODEGEN_ROOT).absolute()
