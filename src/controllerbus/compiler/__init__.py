@@ -18,8 +18,10 @@ from controllerbus.compiler.api import (
     default_codegen_dir,
     plan_targets,
 )
+from controllerbus.compiler.discovery import PackageSource
 from controllerbus.compiler.errors import (
     AnalysisError,
+    BinaryContent,
     BuildFailed,
     ConflictingPaths,
     ConflictingRequirements,
@@ -32,6 +34,7 @@ from controllerbus.compiler.errors import (
     NoFactories,
     SourceChanged,
     SourceSyntaxError,
+    VerifyFailed,
 )
 from controllerbus.compiler.factories import FactoryRef
 from controllerbus.compiler.graph import Graph, SourceFile, analyse
@@ -41,7 +44,7 @@ from controllerbus.compiler.plan import (
     DEFAULT_BUILD_PREFIX,
     Plan,
 )
-from controllerbus.compiler.project import PackageSource, Project
+from controllerbus.compiler.project import Project
 from controllerbus.compiler.watch import watch_compile
 from controllerbus.compiler.wheelhouse import export_wheelhouse
 
@@ -51,6 +54,7 @@ __all__ = [
     "DEFAULT_BUILD_PREFIX",
     "DEFAULT_OUTPUT_DIR",
     "AnalysisError",
+    "BinaryContent",
     "BuildFailed",
     "CodegenResult",
     "CompileOptions",
@@ -72,6 +76,7 @@ __all__ = [
     "SourceChanged",
     "SourceFile",
     "SourceSyntaxError",
+    "VerifyFailed",
     "analyse",
     "codegen",
     "compile_plugin",

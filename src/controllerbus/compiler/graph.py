@@ -34,7 +34,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,7 +44,9 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import NormalizedName, canonicalize_name
 from packaging.version import Version
 
+from controllerbus.compiler.discovery import PackageSource
 from controllerbus.compiler.errors import (
+    BinaryContent,
     ConflictingPaths,
     ConflictingRequirements,
     DependencyCycle,
@@ -61,7 +64,7 @@ from controllerbus.compiler.factories import (
     module_name,
     parse_module,
 )
-from controllerbus.compiler.project import PackageSource, PathSource, Project, load_project
+from controllerbus.compiler.project import PathSource, Project, load_project
 from controllerbus.compiler.requirements import Declared, merge_requirements, satisfiable
 from controllerbus.plugin import HOST_PACKAGE
 
@@ -76,6 +79,8 @@ HOST_DISTRIBUTION = canonicalize_name(HOST_PACKAGE)
 MIN_REQUIRES_PYTHON = ">=3.11"
 
 _SKIP_SUFFIXES = frozenset({".pyc", ".pyo"})
+# Compiled code: a py3-none-any wheel that carries one of these is broken elsewhere.
+_BINARY = re.compile(r"\.(so|pyd|dylib|dll)(\.[0-9.]*)?$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -412,13 +417,31 @@ def _list_files(
     parsed: dict[str, ParsedModule] = {}
     clashes: list[Issue] = []
     errors: list[Issue] = []
+    binaries: list[Issue] = []
+    filters: dict[Path, Callable[[str], bool] | None] = {}
     for package, project in packages:
         root = str(package.path)
         if package.kind == "module":
             found: Iterable[tuple[str, str]] = [(root, package.path.name)]
         else:
             found = _walk(root, package.name)
+        if project.root not in filters:
+            filters[project.root] = _file_filter(project)
+        keep = filters[project.root]
         for path_str, dest in found:
+            if keep is not None and not keep(path_str):
+                continue
+            if _BINARY.search(dest):
+                binaries.append(
+                    Issue(
+                        Path(path_str),
+                        None,
+                        f"binary file {dest} cannot go into a py3-none-any plugin wheel: ship"
+                        " compiled code as its own platform wheel and depend on it by name,"
+                        " or list the file in .gitignore if it is a build leftover",
+                    )
+                )
+                continue
             with open(path_str, "rb") as f:
                 data = f.read()
             digest = hashlib.sha256(data).hexdigest()
@@ -439,12 +462,42 @@ def _list_files(
                 if result.error is not None:
                     line, message = result.error
                     errors.append(Issue(Path(path_str), line, f"syntax error: {message}"))
+    if binaries:
+        raise BinaryContent(binaries)
     if clashes:
         raise DuplicatePackage(clashes)
     if errors:
         raise SourceSyntaxError(errors)
     files = tuple(sorted(owners.values(), key=lambda f: f.dest))
     return files, parsed
+
+
+def _file_filter(project: Project) -> Callable[[str], bool] | None:
+    """``True`` for absolute paths the project's backend ships (``None``: every file).
+
+    Combines git's ignore rules, the backend's ``exclude`` globs, and its rule for
+    data files (setuptools ships only ``.py`` files and ``package-data``).
+    """
+    ignored = project.ignored
+    data = project.selection.data
+    exclude = None
+    if project.selection.exclude:
+        import pathspec
+
+        exclude = pathspec.GitIgnoreSpec.from_lines(project.selection.exclude)
+    if ignored is None and data is None and exclude is None:
+        return None
+    prefix = str(project.root) + "/"
+
+    def keep(path: str) -> bool:
+        if ignored is not None and ignored(path):
+            return False
+        rel = path[len(prefix) :] if path.startswith(prefix) else path
+        if exclude is not None and exclude.match_file(rel):
+            return False
+        return data is None or path.endswith(".py") or data(rel)
+
+    return keep
 
 
 def _walk(root: str, prefix: str) -> Iterator[tuple[str, str]]:
