@@ -17,7 +17,6 @@ import shutil
 import subprocess
 import sys
 import zipfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -225,10 +224,10 @@ def test_layout_wheels_are_byte_identical_across_pythons(
 
 
 @pytest.fixture(scope="module")
-def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
     dest = tmp_path_factory.mktemp("wheelhouse")
     export_wheelhouse(dest)
-    yield dest
+    return dest
 
 
 def test_layout_wheels_are_byte_identical_isolated(
