@@ -28,6 +28,7 @@ from controllerbus.compiler import (
     DEFAULT_OUTPUT_DIR,
     CompileOptions,
     CompileResult,
+    Graph,
     InvalidOption,
     codegen,
     compile_plugin,
@@ -290,7 +291,20 @@ def _report(result: CompileResult, as_json: bool) -> None:
         )
     for path in result.removed:
         click.echo(f"cbus-compile: removed old wheel {path.name}", err=True)
+    _summary(result.graph)
     click.echo(str(result.wheel))
+
+
+def _summary(graph: Graph) -> None:
+    """What was vendored, what became Requires-Dist, what was dropped (stderr)."""
+    for line in graph.vendored:
+        click.echo(f"cbus-compile: vendored {line}", err=True)
+    for line in graph.requires:
+        click.echo(f"cbus-compile: Requires-Dist {line}", err=True)
+    for extra, reqs in graph.extras.items():
+        click.echo(f"cbus-compile: extra {extra}: {', '.join(reqs)}", err=True)
+    for line in graph.dropped:
+        click.echo(f"cbus-compile: dropped {line}", err=True)
 
 
 def _watch(targets: Sequence[Path], options: CompileOptions, as_json: bool) -> None:

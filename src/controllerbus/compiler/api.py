@@ -66,6 +66,7 @@ class CodegenResult:
         return {
             "codegen_dir": str(self.codegen_dir),
             **self.plan.to_json(),
+            **self.graph.to_json(),
             "written": self.stats.written,
             "removed": self.stats.removed,
         }
@@ -127,6 +128,7 @@ class CompileResult:
             "wheel": str(self.wheel),
             "sha256": self.sha256,
             **self.plan.to_json(),
+            **self.graph.to_json(),
             "rebuilt": self.rebuilt,
             "removed": [str(p) for p in self.removed],
             "codegen_dir": str(self.codegen_dir),

@@ -36,7 +36,7 @@ import logging
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from packaging.requirements import Requirement
@@ -122,6 +122,9 @@ class Graph:
         requires: merged ``Requires-Dist`` lines, sorted.
         requires_python: the merged ``Requires-Python`` of all projects.
         package_roots: every vendored package directory and module file.
+        extras: the targets' optional dependencies, carried into the wheel's metadata
+            (third-party only; a local project in an extra is refused).
+        dropped: what the projects declare that does not ship (development groups).
     """
 
     targets: tuple[Project, ...]
@@ -132,6 +135,21 @@ class Graph:
     requires: tuple[str, ...]
     requires_python: str
     package_roots: tuple[Path, ...] = ()
+    extras: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    dropped: tuple[str, ...] = ()
+
+    @property
+    def vendored(self) -> tuple[str, ...]:
+        """``name version (directory)`` of every vendored first-party project."""
+        return tuple(f"{p.name} {p.version or '(no version)'} ({p.root})" for p in self.projects)
+
+    def to_json(self) -> dict[str, object]:
+        """What the compile took in, for ``--json``: vendored, extras, dropped."""
+        return {
+            "vendored": list(self.vendored),
+            "extras": {name: list(reqs) for name, reqs in self.extras.items()},
+            "dropped": list(self.dropped),
+        }
 
     @property
     def watched_paths(self) -> tuple[Path, ...]:
@@ -200,6 +218,7 @@ def analyse(targets: Sequence[Path]) -> Graph:
     files, parsed = _list_files(packages)
     factories = _find_factories(roots, files, parsed)
     requires = _merge(walker)
+    extras = _target_extras(walker, roots)
     requires_python = _merge_requires_python(projects)
     return Graph(
         targets=tuple(roots),
@@ -213,7 +232,49 @@ def analyse(targets: Sequence[Path]) -> Graph:
         requires=requires,
         requires_python=requires_python,
         package_roots=tuple(sorted({package.path for package, _ in packages})),
+        extras=extras,
+        dropped=tuple(
+            f"{project.name}: {group} (development only)"
+            for project in projects
+            for group in project.dev_groups
+        ),
     )
+
+
+def _target_extras(walker: _Walker, targets: Sequence[Project]) -> dict[str, tuple[str, ...]]:
+    """The targets' extras as ``Requires-Dist`` lines by extra name.
+
+    Raises:
+        InvalidProject: an extra names a local project (it cannot be vendored only
+            when the extra is asked for).
+    """
+    extras: dict[str, set[str]] = {}
+    issues: list[Issue] = []
+    for target in targets:
+        base = {str(r) for r in target.requirements()}
+        for extra in sorted(target.optional):
+            for req in target.requirements(frozenset({extra})):
+                if str(req) in base:
+                    continue
+                name = canonicalize_name(req.name)
+                if name == HOST_DISTRIBUTION:
+                    extras.setdefault(extra, set()).add(str(_host_requirement(req)))
+                    continue
+                if name in walker.bindings or walker._source_for(target, req, name) is not None:
+                    issues.append(
+                        Issue(
+                            target.pyproject,
+                            target.line_of(extra),
+                            f"extra {extra!r} requires the local project {req.name}: a plugin"
+                            " wheel cannot vendor it for one extra only; move it to [project]"
+                            " dependencies, or remove it from the extra",
+                        )
+                    )
+                    continue
+                extras.setdefault(extra, set()).add(str(req))
+    if issues:
+        raise InvalidProject(issues)
+    return {extra: tuple(sorted(reqs)) for extra, reqs in sorted(extras.items())}
 
 
 class _Walker:

@@ -101,10 +101,21 @@ def render_pyproject(plan: Plan) -> str:
         ),
         requires_python=_toml(plan.requires_python),
         dependencies=dependencies + ("\n" if dependencies else ""),
+        optional_dependencies=_optional(plan.extras),
         entry_point_group=_toml(ENTRY_POINT_GROUP),
         entry_point_name=_toml(plan.binary_id),
         entry_point_value=_toml(f"{plan.module}:PLUGIN"),
     )
+
+
+def _optional(extras: Mapping[str, tuple[str, ...]]) -> str:
+    if not extras:
+        return ""
+    lines = "".join(
+        f"{_toml(name)} = [{', '.join(_toml(req) for req in reqs)}]\n"
+        for name, reqs in extras.items()
+    )
+    return f"\n[project.optional-dependencies]\n{lines}"
 
 
 def render_module(plan: Plan) -> str:

@@ -98,6 +98,7 @@ class Project:
         packages: the top-level packages and modules the project ships.
         selection: the backend's file rules (data files, excludes) for them.
         ignored: ``True`` for absolute paths git ignores (``None``: no ignore rules).
+        dev_groups: development-only dependency tables (never shipped; reported).
     """
 
     root: Path
@@ -113,6 +114,7 @@ class Project:
     text: str = field(repr=False, compare=False)
     selection: Selection = field(default=Selection(()), repr=False, compare=False)
     ignored: Callable[[str], bool] | None = field(default=None, repr=False, compare=False)
+    dev_groups: tuple[str, ...] = ()
 
     @property
     def pyproject(self) -> Path:
@@ -391,7 +393,23 @@ def _parse_project(root: Path, text: str, data: Mapping[str, Any]) -> Project:
         text=text,
         selection=selection,
         ignored=vcs_ignored(root, selection.packages),
+        dev_groups=_dev_groups(data),
     )
+
+
+def _dev_groups(data: Mapping[str, Any]) -> tuple[str, ...]:
+    """Names of the development-only dependency tables a project declares."""
+    tool = data.get("tool", {})
+    found = [f"[dependency-groups] {g}" for g in data.get("dependency-groups", {})]
+    poetry = tool.get("poetry", {}) if isinstance(tool, dict) else {}
+    found += [f"[tool.poetry.group.{g}]" for g in poetry.get("group", {})]
+    if "dev-dependencies" in poetry:
+        found.append("[tool.poetry.dev-dependencies]")
+    for name in ("pdm", "uv"):
+        table = tool.get(name, {}) if isinstance(tool, dict) else {}
+        if isinstance(table, dict) and "dev-dependencies" in table:
+            found.append(f"[tool.{name}] dev-dependencies")
+    return tuple(found)
 
 
 def _uv_source(
