@@ -116,6 +116,19 @@ def test_layout_ships_what_the_backends_ship(
     required = {canonicalize_name(Requirement(r).name) for r in case.result.requires}
     assert required & local == set()
     assert required <= {"controllerbus"}
+    # The target's extras are carried (Provides-Extra), not dropped.
+    assert extras_of(case.result.wheel) == extras_of(wheels[0])
+
+
+def extras_of(wheel: Path) -> set[str]:
+    with zipfile.ZipFile(wheel) as archive:
+        name = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
+        text = archive.read(name).decode()
+    return {
+        line.split(":", 1)[1].strip()
+        for line in text.splitlines()
+        if line.startswith("Provides-Extra:")
+    }
 
 
 @pytest.mark.parametrize("name", sorted(LAYOUTS))

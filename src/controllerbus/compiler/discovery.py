@@ -8,9 +8,9 @@ and modules, and a file filter. The rules, per ``build-system.build-backend``:
 * no ``[build-system]`` table: every package and module under ``src/``, else the
   flat ``<name>`` package or module.
 * **hatchling**: ``[tool.hatch.build.
-  targets.wheel] packages``, else ``only-include``, else ``src/<name>``/``<name>``
-  with ``<name>`` the project name with ``-``/``.`` as ``_``, else every package
-  under ``src/``. ``exclude`` patterns are honoured.
+  targets.wheel] packages``, else ``only-include``, else ``src/<name>``, ``<name>/`` or
+  ``<name>.py`` with ``<name>`` the project name with ``-``/``.`` as ``_`` (else
+  hatchling fails, and so does the compile). ``exclude`` patterns are honoured.
 * **setuptools**: ``[tool.setuptools] packages`` (a list, or ``find`` with
   ``where``/``include``/``exclude``/``namespaces``), ``package-dir``,
   ``py-modules``; otherwise its automatic discovery (src layout, or flat layout
@@ -170,6 +170,7 @@ def find_packages(root: Path, name: str, data: Mapping[str, Any]) -> Selection:
         "uv": _uv,
         "none": _default,
     }.get(backend, _hatch)
+    _refuse_placed_files(root, data)
     selection = finder(root, name, data)
     if not selection.packages:
         flat = import_name(name)
@@ -185,6 +186,32 @@ def find_packages(root: Path, name: str, data: Mapping[str, Any]) -> Selection:
             ]
         )
     return selection
+
+
+_PLACED = (
+    (("tool", "hatch", "build", "targets", "wheel"), "force-include"),
+    (("tool", "hatch", "build", "targets", "wheel"), "shared-data"),
+    (("tool", "hatch", "build"), "force-include"),
+    (("tool", "setuptools"), "data-files"),
+    (("tool", "flit"), "external-data"),
+)
+
+
+def _refuse_placed_files(root: Path, data: Mapping[str, Any]) -> None:
+    """Refuse files the backend places outside the packages (the plugin ships packages only)."""
+    issues = [
+        Issue(
+            root / PYPROJECT,
+            None,
+            f"[{'.'.join(keys)}] {key} places files outside the packages, which a plugin"
+            " wheel cannot do (it is one sys.path entry per generation): move the files"
+            " into a package and read them with importlib.resources",
+        )
+        for keys, key in _PLACED
+        if _path(data, *keys).get(key)
+    ]
+    if issues:
+        raise InvalidProject(issues)
 
 
 def _table(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
@@ -289,14 +316,18 @@ def _hatch(root: Path, name: str, data: Mapping[str, Any]) -> Selection:
         packages = _explicit(root, wheel["packages"], "[tool.hatch.build.targets.wheel] packages")
     elif "only-include" in wheel:
         where = "[tool.hatch.build.targets.wheel] only-include"
+        raw_sources = wheel.get("sources", [])
+        prefixes = {str(p).rstrip("/") for p in raw_sources} if raw_sources else set()
         collected: list[PackageSource] = []
         for entry in _strings(wheel["only-include"], where, root):
-            single = package_at(root / entry)
+            # An entry that is a rewritten source prefix (src -> "") holds the packages.
+            single = None if entry.rstrip("/") in prefixes else package_at(root / entry)
             collected.extend([single] if single is not None else _under(root / entry))
         packages = tuple(collected)
     else:
         flat = import_name(name)
-        packages = tuple(_named(root, flat) or _under(root / "src"))
+        # hatchling's heuristic: <name>/, src/<name>/ or <name>.py; else it fails.
+        packages = tuple(_named(root, flat))
     return Selection(packages, exclude=tuple(exclude), backend="hatchling")
 
 

@@ -468,6 +468,119 @@ def _layouts() -> list[Layout]:
             "plugins/p",
             ("plugins/p", "libs/core", "libs/util"),
         ),
+        Layout(
+            "uv-build-module-name-flat",
+            {
+                "plugin/pyproject.toml": project(
+                    "uvb-plugin",
+                    UV,
+                    deps=("lib",),
+                    extra='[tool.uv.build-backend]\nmodule-name = "uvmod"\nmodule-root = ""\n'
+                    '[tool.uv.sources]\nlib = { path = "../lib" }\n',
+                ),
+                "plugin/uvmod/__init__.py": "",
+                "plugin/uvmod/factory.py": factory("lib"),
+                "lib/pyproject.toml": project("lib", UV),
+                "lib/src/lib/__init__.py": LIB,
+            },
+            "plugin",
+            ("plugin", "lib"),
+        ),
+        Layout(
+            "setuptools-flat-auto",
+            {
+                "plugin/pyproject.toml": project(
+                    "stflat",
+                    SETUPTOOLS,
+                    deps=("lib",),
+                    extra='[tool.cbus.replace]\nlib = "../lib"\n',
+                ),
+                "plugin/stflat/__init__.py": "",
+                "plugin/stflat/factory.py": factory("lib"),
+                "plugin/tests/__init__.py": "",
+                "plugin/docs/conf.py": "",
+                "lib/pyproject.toml": project("lib", SETUPTOOLS),
+                "lib/lib/__init__.py": LIB,
+            },
+            "plugin",
+            ("plugin", "lib"),
+        ),
+        Layout(
+            "hatch-only-include-extras",
+            {
+                "plugin/pyproject.toml": project(
+                    "hatch-oi",
+                    HATCH,
+                    deps=("lib",),
+                    extra='[project.optional-dependencies]\nfast = ["packaging>=24"]\n'
+                    'all = ["hatch-oi[fast]"]\n'
+                    '[tool.hatch.build.targets.wheel]\nonly-include = ["src"]\nsources = ["src"]\n'
+                    '[tool.uv.sources]\nlib = { path = "../lib" }\n',
+                ),
+                "plugin/src/hatch_oi/__init__.py": "",
+                "plugin/src/hatch_oi/factory.py": factory("lib"),
+                "plugin/src/extra_mod.py": "",
+                "lib/pyproject.toml": project("lib", HATCH),
+                "lib/src/lib/__init__.py": LIB,
+            },
+            "plugin",
+            ("plugin", "lib"),
+        ),
+        Layout(
+            "poetry-packages-glob",
+            {
+                "plugin/pyproject.toml": project(
+                    "pglob",
+                    POETRY,
+                    deps=("lib",),
+                    extra="[tool.poetry]\npackages = ["
+                    '{ include = "pg_one", from = "lib" }, { include = "pg_two", from = "lib" }]\n'
+                    '[tool.poetry.dependencies]\nlib = { path = "../lib" }\n',
+                ),
+                "plugin/lib/pg_one/__init__.py": "",
+                "plugin/lib/pg_one/factory.py": factory("lib"),
+                "plugin/lib/pg_two/__init__.py": "",
+                "lib/pyproject.toml": project("lib", POETRY),
+                "lib/src/lib/__init__.py": LIB,
+            },
+            "plugin",
+            ("plugin", "lib"),
+        ),
+        Layout(
+            "pdm-package-dir",
+            {
+                "plugin/pyproject.toml": project(
+                    "pdm-pd",
+                    PDM,
+                    deps=("lib",),
+                    extra='[tool.pdm.build]\npackage-dir = "python"\n'
+                    '[tool.uv.sources]\nlib = { path = "../lib" }\n',
+                ),
+                "plugin/python/pdm_pd/__init__.py": "",
+                "plugin/python/pdm_pd/factory.py": factory("lib"),
+                "lib/pyproject.toml": project("lib", PDM),
+                "lib/src/lib/__init__.py": LIB,
+            },
+            "plugin",
+            ("plugin", "lib"),
+        ),
+        Layout(
+            "hatch-root-uri-reference",
+            {
+                "plugin/pyproject.toml": project(
+                    "hatch-uri",
+                    HATCH,
+                    deps=("lib @ {root:parent:uri}/lib",),
+                    extra="[tool.hatch.metadata]\nallow-direct-references = true\n",
+                ),
+                "plugin/src/hatch_uri/__init__.py": "",
+                "plugin/src/hatch_uri/factory.py": factory("lib"),
+                "lib/pyproject.toml": project("lib", HATCH),
+                "lib/src/lib/__init__.py": LIB,
+            },
+            "plugin",
+            ("plugin", "lib"),
+        ),
     ]
     return layouts
 
