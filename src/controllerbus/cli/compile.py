@@ -33,6 +33,7 @@ from controllerbus.compiler import (
     codegen,
     compile_plugin,
     export_wheelhouse,
+    verify_wheel,
     watch_compile,
 )
 from controllerbus.errors import CompileError
@@ -120,6 +121,7 @@ def cli() -> None:
       cbus-compile compile plugins/hello
       cbus-compile compile -o dist-plugins --watch plugins/hello
       cbus-compile codegen plugins/hello plugins/other
+      cbus-compile verify dist-plugins/cbus_plugin_hello-*.whl plugins/hello
     """
 
 
@@ -249,6 +251,67 @@ def codegen_command(
             err=True,
         )
         click.echo(str(result.codegen_dir))
+
+
+@cli.command("verify", context_settings=_CONTEXT)
+@click.argument(
+    "wheel", type=click.Path(exists=True, dir_okay=False, path_type=Path), metavar="WHEEL"
+)
+@click.argument(
+    "targets",
+    nargs=-1,
+    required=True,
+    metavar="TARGET...",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+)
+@click.option(
+    "--isolated",
+    is_flag=True,
+    envvar="CBUS_ISOLATED",
+    show_envvar=True,
+    help="Rebuild with 'python -m build' in a fresh environment. Example: --isolated",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    envvar="CBUS_JSON",
+    show_envvar=True,
+    help="Print the rebuild's result as JSON on stdout. Example: --json",
+)
+@click.option(
+    "-v",
+    "--verbose",
+    count=True,
+    envvar="CBUS_VERBOSE",
+    show_envvar=True,
+    help="Log progress to stderr; twice for debug detail. Example: -v",
+)
+def verify_command(
+    wheel: Path, targets: tuple[Path, ...], isolated: bool, as_json: bool, verbose: int
+) -> None:
+    """Rebuild WHEEL from TARGET... and fail unless the bytes are identical.
+
+    The binary id, binary version template and build prefix are read from the
+    wheel itself. Exit 0: reproducible; 1: the bytes differ (what differs is
+    listed) or the sources do not compile.
+
+    \b
+    Example:
+      cbus-compile verify dist-plugins/cbus_plugin_hello-*.whl plugins/hello
+    """
+    _setup_logging(verbose)
+    try:
+        result = verify_wheel(wheel, targets, isolated=isolated)
+    except CompileError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        click.echo(
+            json.dumps({**result.to_json(), "wheel": str(wheel.absolute()), "verified": True})
+        )
+    else:
+        click.echo(f"cbus-compile: {wheel.name} is reproducible from the sources", err=True)
+        click.echo(str(wheel))
 
 
 @cli.command("wheelhouse", context_settings=_CONTEXT)

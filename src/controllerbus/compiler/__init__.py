@@ -45,6 +45,7 @@ from controllerbus.compiler.plan import (
     Plan,
 )
 from controllerbus.compiler.project import Project
+from controllerbus.compiler.verify import verify_wheel
 from controllerbus.compiler.watch import watch_compile
 from controllerbus.compiler.wheelhouse import export_wheelhouse
 
@@ -83,5 +84,6 @@ __all__ = [
     "default_codegen_dir",
     "export_wheelhouse",
     "plan_targets",
+    "verify_wheel",
     "watch_compile",
 ]
