@@ -25,6 +25,10 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from controllerbus.compiler import CompileOptions, CompileResult, compile_plugin, export_wheelhouse
+from controllerbus.configset import lookup_config_constructor
+from controllerbus.core import new_core_bus
+from controllerbus.loader.host import PluginHost
+from controllerbus.loader.state import StateDir
 
 from .layouts import LAYOUTS, Layout
 
@@ -116,6 +120,8 @@ def test_layout_ships_what_the_backends_ship(
     required = {canonicalize_name(Requirement(r).name) for r in case.result.requires}
     assert required & local == set()
     assert required <= {"controllerbus"}
+    if any("[tool.poetry.group." in text for text in case.layout.files.values()):
+        assert any("[tool.poetry.group.dev]" in line for line in case.result.graph.dropped)
     # The target's extras are carried (Provides-Extra), not dropped.
     assert extras_of(case.result.wheel) == extras_of(wheels[0])
 
@@ -161,6 +167,24 @@ def test_layout_wheel_installs_with_pip_and_imports(
     )
     done = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True, text=True)
     assert json.loads(done.stdout) == [result.binary_id, list(result.factories)]
+
+
+@pytest.mark.parametrize("name", sorted(LAYOUTS))
+async def test_layout_plugin_loads_in_the_host(
+    name: str, compiled: dict[str, Compiled], tmp_path: Path
+) -> None:
+    result = compiled[name].result
+    module = result.factories[0].split(":")[0]
+    bus, _static = new_core_bus()
+    async with bus:
+        with StateDir(tmp_path / "state") as state:
+            host = PluginHost(bus, state)
+            await host.load(result.wheel)
+            ctor = await lookup_config_constructor(bus, f"test/layouts/{module}/1")
+            assert ctor is not None
+            del ctor  # the unload proves no reference to the plugin survives
+            reports = await host.aclose()
+    assert all(r.clean for r in reports), [r.survivors for r in reports]
 
 
 def test_layout_wheels_pass_twine_and_uv(compiled: dict[str, Compiled], tmp_path: Path) -> None:

@@ -155,6 +155,19 @@ CASES: list[tuple[str, str, dict[str, str], type[AnalysisError], str, str]] = [
         "__about__.py",
     ),
     (
+        "scm-version-without-git",
+        UV_LIB,
+        {
+            "lib/pyproject.toml": '[build-system]\nrequires = ["setuptools", "setuptools-scm"]\n'
+            'build-backend = "setuptools.build_meta"\n[project]\nname = "lib"\n'
+            'dynamic = ["version"]\n[tool.setuptools_scm]\n',
+            **LIB_PY,
+        },
+        InvalidProject,
+        "lib/pyproject.toml",
+        "SETUPTOOLS_SCM_PRETEND_VERSION",
+    ),
+    (
         "specifier-rejects-local-version",
         UV_LIB,
         lib_project(),
@@ -213,6 +226,7 @@ def _deps(case_id: str) -> str:
 def test_refusal_names_the_file_and_the_fix(
     request: pytest.FixtureRequest,
     tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     extra: str,
     files: dict[str, str],
     error: type[AnalysisError],
@@ -220,6 +234,8 @@ def test_refusal_names_the_file_and_the_fix(
     fix: str,
 ) -> None:
     case_id = request.node.callspec.id
+    monkeypatch.delenv("SETUPTOOLS_SCM_PRETEND_VERSION", raising=False)
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))
     target = plugin(tmp_path, _deps(case_id), extra, files)
     with pytest.raises(error) as info:
         analyse([target])

@@ -84,8 +84,44 @@ def project(
 
 
 def factory(lib_module: str) -> str:
-    """A factory module that needs ``lib_module`` at import time."""
-    return f"from {lib_module} import VALUE\n\n\ndef new_factory(bus):\n    return (bus, VALUE)\n"
+    """A real controller factory whose module needs ``lib_module`` at import time.
+
+    Its config id is ``test/layouts/<module name>/1``, so each layout's is unique.
+    """
+    return f"""
+from typing import ClassVar
+
+from controllerbus.bus import Config, ControllerFactory, ControllerInfo
+
+from {lib_module} import VALUE
+
+CONFIG_ID = "test/layouts/" + __name__ + "/1"
+
+
+class LayoutConfig(Config):
+    CONFIG_ID: ClassVar[str] = CONFIG_ID
+
+
+class LayoutController:
+    def __init__(self, config, opts):
+        self.config = config
+
+    def get_controller_info(self):
+        return ControllerInfo(CONFIG_ID, "0.0.1", VALUE)
+
+    async def execute(self):
+        return None
+
+    def handle_directive(self, inst):
+        return []
+
+    def close(self):
+        return None
+
+
+def new_factory(bus):
+    return ControllerFactory(LayoutConfig, LayoutController, version="0.0.1")
+"""
 
 
 LIB = 'VALUE = "lib"\n'
