@@ -33,6 +33,7 @@ repository root down to the file) and junk (hidden files, ``__pycache__``,
 from __future__ import annotations
 
 import fnmatch
+import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -536,19 +537,26 @@ def vcs_ignored(root: Path, packages: Sequence[PackageSource]) -> Callable[[str]
     """
     import pathspec
 
-    top = next((d for d in (root, *root.parents) if (d / ".git").exists()), root)
-    bases = [d for d in (root, *root.parents) if d == top or d.is_relative_to(top)]
-    files = [d / ".gitignore" for d in reversed(bases)]
+    # Plain os.path: this runs for every project on every compile (the no-op path).
+    start = str(root)
+    chain = [start]
+    while (parent := os.path.dirname(chain[-1])) != chain[-1]:
+        chain.append(parent)
+    top = next((d for d in chain if os.path.exists(os.path.join(d, ".git"))), start)
+    files = [os.path.join(d, ".gitignore") for d in reversed(chain[: chain.index(top) + 1])]
     for package in packages:
         if package.kind != "module":
-            files.extend(sorted(package.path.rglob(".gitignore")))
+            for directory, _dirs, names in os.walk(package.path):
+                if ".gitignore" in names:
+                    files.append(os.path.join(directory, ".gitignore"))
     specs: list[tuple[str, pathspec.GitIgnoreSpec]] = []
     for path in files:
         try:
-            lines = path.read_text(encoding="utf-8").splitlines()
+            with open(path, encoding="utf-8") as f:
+                lines = f.read().splitlines()
         except (OSError, UnicodeDecodeError):
             continue
-        specs.append((str(path.parent) + "/", pathspec.GitIgnoreSpec.from_lines(lines)))
+        specs.append((os.path.dirname(path) + "/", pathspec.GitIgnoreSpec.from_lines(lines)))
     if not specs:
         return None
 

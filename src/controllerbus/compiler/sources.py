@@ -52,25 +52,39 @@ class Workspace:
 
 def find_workspace(project_root: Path) -> Workspace | None:
     """The uv workspace whose members include ``project_root``, or ``None``."""
-    for directory in (project_root, *project_root.parents):
-        pyproject = directory / PYPROJECT
-        if not pyproject.is_file():
-            continue
-        try:
-            text = pyproject.read_text(encoding="utf-8")
-            data = tomllib.loads(text)
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
-            continue
-        uv = data.get("tool", {}).get("uv", {})
-        config = uv.get("workspace") if isinstance(uv, dict) else None
-        if not isinstance(config, dict):
-            continue
-        members = _members(directory, config)
-        if project_root != directory and project_root not in members.values():
-            return None  # inside a workspace's tree but not one of its members
-        sources = uv.get("sources", {})
-        return Workspace(directory, members, sources if isinstance(sources, dict) else {}, text)
-    return None
+    directory = str(project_root)
+    while True:
+        pyproject = os.path.join(directory, PYPROJECT)
+        parent = os.path.dirname(directory)
+        text = _read_workspace_candidate(pyproject)
+        if text is not None:
+            break
+        if parent == directory:
+            return None
+        directory = parent
+    uv = tomllib.loads(text)["tool"]["uv"]
+    root = Path(directory)
+    members = _members(root, uv["workspace"])
+    if project_root != root and project_root not in members.values():
+        return None  # inside a workspace's tree but not one of its members
+    sources = uv.get("sources", {})
+    return Workspace(root, members, sources if isinstance(sources, dict) else {}, text)
+
+
+def _read_workspace_candidate(pyproject: str) -> str | None:
+    """The text of ``pyproject`` if it declares ``[tool.uv.workspace]``, else ``None``."""
+    try:
+        with open(pyproject, encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError):
+        return None
+    if "workspace" not in text:
+        return None  # cheap pre-check: most pyproject.toml files are not workspace roots
+    try:
+        uv = tomllib.loads(text).get("tool", {}).get("uv", {})
+    except tomllib.TOMLDecodeError:
+        return None
+    return text if isinstance(uv, dict) and isinstance(uv.get("workspace"), dict) else None
 
 
 def _members(root: Path, config: Mapping[str, Any]) -> dict[NormalizedName, Path]:
