@@ -38,9 +38,12 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from controllerbus.compiler.errors import InvalidProject, Issue
+
+if TYPE_CHECKING:
+    from pathspec import GitIgnoreSpec
 
 __all__ = ["PackageSource", "Selection", "backend_of", "find_packages", "import_name"]
 
@@ -535,8 +538,6 @@ def vcs_ignored(root: Path, packages: Sequence[PackageSource]) -> Callable[[str]
     ``.git``, else ``root``) down to ``root``, and those inside the package
     directories; each applies to paths below its own directory, as in git.
     """
-    import pathspec
-
     # Plain os.path: this runs for every project on every compile (the no-op path).
     start = str(root)
     chain = [start]
@@ -549,13 +550,15 @@ def vcs_ignored(root: Path, packages: Sequence[PackageSource]) -> Callable[[str]
             for directory, _dirs, names in os.walk(package.path):
                 if ".gitignore" in names:
                     files.append(os.path.join(directory, ".gitignore"))
-    specs: list[tuple[str, pathspec.GitIgnoreSpec]] = []
+    specs: list[tuple[str, GitIgnoreSpec]] = []
     for path in files:
         try:
             with open(path, encoding="utf-8") as f:
                 lines = f.read().splitlines()
         except (OSError, UnicodeDecodeError):
             continue
+        import pathspec  # only when there is a .gitignore to read
+
         specs.append((os.path.dirname(path) + "/", pathspec.GitIgnoreSpec.from_lines(lines)))
     if not specs:
         return None
