@@ -12,19 +12,19 @@ Go's watcher waits 1 s of quiet, watchfiles' default groups for up to 1.6 s.
 No change is lost between compiles: the watcher is started *before* each compile,
 so anything saved while a compile runs is queued and triggers the next one.
 
-Uses watchfiles' public :func:`watchfiles.watch` with ``yield_on_timeout=True``: the
-generator only starts watching on its first ``next()``, so :func:`_armed` pulls one
-(empty, after ``step_ms``) batch before the compile. From then on the notifier
-collects events in its own thread while the generator is suspended in the compile.
+Uses the package's one watcher, :class:`controllerbus._watch.Watcher` (watchfiles'
+public ``watch``): its first batch says the watch is set up, and the compile runs
+only then; while it runs, the notifier keeps collecting changes for the next batch.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from controllerbus.compiler.api import CODEGEN_ROOT, CompileResult, compile_plugin
 from controllerbus.compiler.graph import analyse
@@ -34,9 +34,9 @@ from controllerbus.errors import CompileError
 if TYPE_CHECKING:
     from watchfiles import Change
 
-__all__ = ["DEBOUNCE_MS", "STEP_MS", "watch_compile"]
+    from controllerbus._watch import Batch
 
-_Batches = Generator["set[tuple[Change, str]]", None, None]
+__all__ = ["DEBOUNCE_MS", "STEP_MS", "watch_compile"]
 
 logger = logging.getLogger(__name__)
 
@@ -72,17 +72,31 @@ def watch_compile(
         OSError: a watch cannot be set up (e.g. the inotify watch limit is reached);
             reported, never silently ignored.
     """
+    from controllerbus._watch import Watcher, WatchSet
+
     exclude = (options.output_dir.absolute(), (options.codegen_dir or CODEGEN_ROOT).absolute())
+
+    def keep(_change: Change, path: str) -> bool:
+        return not any(Path(path).is_relative_to(e) for e in exclude)
+
     roots = _initial_roots(targets)
     last_hash: str | None = None
     rearmed = False
     while True:
-        existing = sorted({r for r in roots if r.exists()})
+        existing = [r for r in roots if r.exists()]
         logger.info("watching %d paths", len(existing))
-        batches = _armed(existing, exclude, debounce_ms, step_ms, stop_event)
-        try:
-            if batches is None:
-                return
+        watchset = WatchSet.of(
+            trees=[r for r in existing if r.is_dir()],
+            files=[r for r in existing if not r.is_dir()],
+        )
+        watcher = Watcher(
+            watchset, accept=keep, debounce_ms=debounce_ms, step_ms=step_ms, stop=stop_event
+        )
+        # Watcher.__iter__ is a generator: closing it ends the watch at once.
+        batches = cast("Generator[Batch, None, None]", iter(watcher))
+        with contextlib.closing(batches):
+            if next(batches, None) is None:
+                return  # stopped before the watch was set up
             new_roots = roots
             try:
                 result = compile_plugin(targets, options)
@@ -101,64 +115,13 @@ def watch_compile(
                 # nothing saved while re-arming is missed.
                 roots, rearmed = new_roots, True
                 continue
-            for changes in batches:
-                if changes:
-                    changed = sorted(path for _change, path in changes)
-                    if logger.isEnabledFor(logging.INFO):
-                        logger.info("%d changed: %s", len(changed), ", ".join(changed[:5]))
-                    break
+            for batch in batches:
+                if logger.isEnabledFor(logging.INFO):
+                    shown = ", ".join(batch.paths[:5])
+                    logger.info("%d changed: %s", len(batch.paths), shown)
+                break
             else:
                 return  # the stop event was set
-        finally:
-            if batches is not None:
-                batches.close()
-
-
-def _armed(
-    paths: Sequence[Path],
-    exclude: Sequence[Path],
-    debounce_ms: int,
-    step_ms: int,
-    stop_event: threading.Event | None,
-) -> _Batches | None:
-    """A :func:`watchfiles.watch` generator that is already watching ``paths``.
-
-    ``None`` if ``stop_event`` was set before the watch started. Changes under
-    ``exclude`` (the output and codegen directories) and the usual junk
-    (:class:`watchfiles.DefaultFilter`) are dropped.
-    """
-    from watchfiles import DefaultFilter, watch
-
-    junk = DefaultFilter()
-
-    def keep(change: Change, path: str) -> bool:
-        return junk(change, path) and not any(Path(path).is_relative_to(e) for e in exclude)
-
-    batches = watch(
-        *paths,
-        watch_filter=keep,
-        debounce=debounce_ms,
-        step=step_ms,
-        stop_event=stop_event,
-        rust_timeout=step_ms,
-        yield_on_timeout=True,
-        raise_interrupt=True,
-    )
-    # The first next() creates the notifier; it yields an empty set after one step
-    # (or the changes of that step, which the compile that follows covers).
-    for _first in batches:
-        return _skip_empty(batches)
-    return None
-
-
-def _skip_empty(batches: _Batches) -> _Batches:
-    """``batches`` without the empty sets ``yield_on_timeout`` produces."""
-    try:
-        for changes in batches:
-            if changes:
-                yield changes
-    finally:
-        batches.close()
 
 
 def _initial_roots(targets: Sequence[Path]) -> tuple[Path, ...]:
