@@ -25,27 +25,22 @@ and modules, and a file filter. The rules, per ``build-system.build-backend``:
 * **uv_build**: ``[tool.uv.build-backend] module-name`` / ``module-root`` (default
   ``src``).
 
-Whatever the backend, files ignored by git (every ``.gitignore`` from the
-repository root down to the file) and junk (hidden files, ``__pycache__``,
-``*.pyc``/``*.pyo``, ``*.egg-info``) never ship.
+Whatever the backend, files ignored by git and junk never ship
+(:mod:`~controllerbus.compiler.files`).
 """
 
 from __future__ import annotations
 
 import fnmatch
-import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from controllerbus.compiler.errors import InvalidProject, Issue
 
-if TYPE_CHECKING:
-    from pathspec import GitIgnoreSpec
-
-__all__ = ["PackageSource", "Selection", "backend_of", "find_packages", "import_name"]
+__all__ = ["PackageSource", "Selection", "backend_of", "find_packages", "import_name", "package_at"]
 
 PYPROJECT = "pyproject.toml"
 
@@ -526,50 +521,3 @@ def _uv(root: Path, name: str, data: Mapping[str, Any]) -> Selection:
         top = str(entry).split(".")[0]
         found.extend(_named(root, top, (module_root,)))
     return Selection(tuple(found), backend="uv")
-
-
-# --- VCS ignores -------------------------------------------------------------------
-
-
-def vcs_ignored(root: Path, packages: Sequence[PackageSource]) -> Callable[[str], bool] | None:
-    """A predicate on absolute paths: ``True`` for files git ignores, or ``None`` if no rules.
-
-    Reads every ``.gitignore`` from the repository root (the nearest parent with
-    ``.git``, else ``root``) down to ``root``, and those inside the package
-    directories; each applies to paths below its own directory, as in git.
-    """
-    # Plain os.path: this runs for every project on every compile (the no-op path).
-    start = str(root)
-    chain = [start]
-    while (parent := os.path.dirname(chain[-1])) != chain[-1]:
-        chain.append(parent)
-    top = next((d for d in chain if os.path.exists(os.path.join(d, ".git"))), start)
-    files = [os.path.join(d, ".gitignore") for d in reversed(chain[: chain.index(top) + 1])]
-    for package in packages:
-        if package.kind != "module":
-            for directory, _dirs, names in os.walk(package.path):
-                if ".gitignore" in names:
-                    files.append(os.path.join(directory, ".gitignore"))
-    specs: list[tuple[str, GitIgnoreSpec]] = []
-    for path in files:
-        try:
-            with open(path, encoding="utf-8") as f:
-                lines = f.read().splitlines()
-        except (OSError, UnicodeDecodeError):
-            continue
-        import pathspec  # only when there is a .gitignore to read
-
-        specs.append((os.path.dirname(path) + "/", pathspec.GitIgnoreSpec.from_lines(lines)))
-    if not specs:
-        return None
-
-    def ignored(path: str) -> bool:
-        verdict = False
-        for base, spec in specs:
-            if path.startswith(base):
-                result = spec.check_file(path[len(base) :])
-                if result.include is not None:
-                    verdict = result.include
-        return verdict
-
-    return ignored

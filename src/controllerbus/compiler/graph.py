@@ -23,30 +23,23 @@ Resolution rules:
 * Everything else becomes ``Requires-Dist``, merged by
   :func:`~controllerbus.compiler.requirements.merge_requirements`.
 
-Vendored files: every regular file under each package directory (or the module
-file), skipping hidden files and directories, ``__pycache__`` and ``*.pyc``/``*.pyo``.
-Files are addressed by their path inside the wheel (``pkg/mod.py``), never by their
-absolute location, so moving the checkout does not change the plugin.
+Which files of each package are vendored is :mod:`~controllerbus.compiler.files`;
+factories are found by :func:`~controllerbus.compiler.factories.find_factories`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from packaging.requirements import Requirement
-from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import NormalizedName, canonicalize_name
-from packaging.version import Version
 
 from controllerbus.compiler.discovery import PackageSource
 from controllerbus.compiler.errors import (
-    BinaryContent,
     ConflictingPaths,
     ConflictingRequirements,
     DependencyCycle,
@@ -54,18 +47,15 @@ from controllerbus.compiler.errors import (
     InvalidProject,
     Issue,
     MissingPath,
-    NoFactories,
-    SourceSyntaxError,
 )
-from controllerbus.compiler.factories import (
-    FACTORY_FUNCTION,
-    FactoryRef,
-    ParsedModule,
-    module_name,
-    parse_module,
-)
+from controllerbus.compiler.factories import FactoryRef, find_factories
+from controllerbus.compiler.files import SourceFile, list_files
 from controllerbus.compiler.project import PathSource, Project, load_project
-from controllerbus.compiler.requirements import Declared, merge_requirements, satisfiable
+from controllerbus.compiler.requirements import (
+    Declared,
+    merge_requirements,
+    merge_requires_python,
+)
 from controllerbus.plugin import HOST_PACKAGE
 
 __all__ = ["HOST_DISTRIBUTION", "MIN_REQUIRES_PYTHON", "Graph", "SourceFile", "analyse"]
@@ -77,35 +67,6 @@ HOST_DISTRIBUTION = canonicalize_name(HOST_PACKAGE)
 #: Every plugin needs at least the host's Python (and must exclude Python 2, or
 #: hatchling tags the wheel ``py2.py3``).
 MIN_REQUIRES_PYTHON = ">=3.11"
-
-_SKIP_SUFFIXES = frozenset({".pyc", ".pyo"})
-# Compiled code: a py3-none-any wheel that carries one of these is broken elsewhere.
-_BINARY = re.compile(r"\.(so|pyd|dylib|dll)(\.[0-9.]*)?$")
-
-
-@dataclass(frozen=True, slots=True)
-class SourceFile:
-    """One file to vendor into the plugin.
-
-    Attributes:
-        dest: path inside the wheel (POSIX, relative), e.g. ``pkg/mod.py``. A string,
-            not a ``PurePosixPath``: analysis builds one per file on every compile,
-            and a no-op compile of a large plugin is mostly this loop.
-        source: the absolute source path as a string (read at codegen time; never
-            hashed); :attr:`path` is the same as a ``Path``.
-        digest: sha256 hex of the file's bytes.
-        project: the canonical name of the project that ships it.
-    """
-
-    dest: str
-    source: str
-    digest: str
-    project: NormalizedName
-
-    @property
-    def path(self) -> Path:
-        """The absolute source path."""
-        return Path(self.source)
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,11 +176,11 @@ def analyse(targets: Sequence[Path]) -> Graph:
 
     projects = walker.order
     packages = _check_packages(projects)
-    files, parsed = _list_files(packages)
-    factories = _find_factories(roots, files, parsed)
+    files, parsed = list_files(packages)
+    factories = find_factories(roots, files, parsed)
     requires = _merge(walker)
     extras = _target_extras(walker, roots)
-    requires_python = _merge_requires_python(projects)
+    requires_python = merge_requires_python(projects, MIN_REQUIRES_PYTHON)
     return Graph(
         targets=tuple(roots),
         projects=tuple(projects),
@@ -465,197 +426,6 @@ def _check_packages(projects: Sequence[Project]) -> list[tuple[PackageSource, Pr
     return result
 
 
-def _list_files(
-    packages: Sequence[tuple[PackageSource, Project]],
-) -> tuple[tuple[SourceFile, ...], dict[str, ParsedModule]]:
-    """Read every file to vendor once: digest it and, for ``.py`` files, parse it.
-
-    Raises:
-        DuplicatePackage: two namespace portions ship the same file.
-        SourceSyntaxError: one issue per ``.py`` file that does not parse.
-    """
-    owners: dict[str, SourceFile] = {}
-    parsed: dict[str, ParsedModule] = {}
-    clashes: list[Issue] = []
-    errors: list[Issue] = []
-    binaries: list[Issue] = []
-    filters: dict[Path, Callable[[str], bool] | None] = {}
-    for package, project in packages:
-        root = str(package.path)
-        if package.kind == "module":
-            found: Iterable[tuple[str, str]] = [(root, package.path.name)]
-        else:
-            found = _walk(root, package.name)
-        if project.root not in filters:
-            filters[project.root] = _file_filter(project)
-        keep = filters[project.root]
-        for path_str, dest in found:
-            if keep is not None and not keep(path_str):
-                continue
-            if _BINARY.search(dest):
-                binaries.append(
-                    Issue(
-                        Path(path_str),
-                        None,
-                        f"binary file {dest} cannot go into a py3-none-any plugin wheel: ship"
-                        " compiled code as its own platform wheel and depend on it by name,"
-                        " or list the file in .gitignore if it is a build leftover",
-                    )
-                )
-                continue
-            with open(path_str, "rb") as f:
-                data = f.read()
-            digest = hashlib.sha256(data).hexdigest()
-            other = owners.get(dest)
-            if other is not None:
-                clashes.append(
-                    Issue(
-                        Path(path_str),
-                        None,
-                        f"{dest} is also provided by {other.project} ({other.source})",
-                    )
-                )
-                continue
-            owners[dest] = SourceFile(dest, path_str, digest, project.name)
-            if dest.endswith(".py"):
-                result = parse_module(data, digest, path_str)
-                parsed[dest] = result
-                if result.error is not None:
-                    line, message = result.error
-                    errors.append(Issue(Path(path_str), line, f"syntax error: {message}"))
-    if binaries:
-        raise BinaryContent(binaries)
-    if clashes:
-        raise DuplicatePackage(clashes)
-    if errors:
-        raise SourceSyntaxError(errors)
-    files = tuple(sorted(owners.values(), key=lambda f: f.dest))
-    return files, parsed
-
-
-def _file_filter(project: Project) -> Callable[[str], bool] | None:
-    """``True`` for absolute paths the project's backend ships (``None``: every file).
-
-    Combines git's ignore rules, the backend's ``exclude`` globs, and its rule for
-    data files (setuptools ships only ``.py`` files and ``package-data``).
-    """
-    ignored = project.ignored
-    data = project.selection.data
-    exclude = None
-    if project.selection.exclude:
-        import pathspec
-
-        exclude = pathspec.GitIgnoreSpec.from_lines(project.selection.exclude)
-    if ignored is None and data is None and exclude is None:
-        return None
-    prefix = str(project.root) + "/"
-
-    def keep(path: str) -> bool:
-        if ignored is not None and ignored(path):
-            return False
-        rel = path[len(prefix) :] if path.startswith(prefix) else path
-        if exclude is not None and exclude.match_file(rel):
-            return False
-        return data is None or path.endswith(".py") or data(rel)
-
-    return keep
-
-
-def _walk(root: str, prefix: str) -> Iterator[tuple[str, str]]:
-    """Yield ``(absolute path, path in the wheel)`` of every file to vendor under ``root``.
-
-    Plain strings and ``os.scandir`` (no ``pathlib``, no extra ``stat`` where the
-    directory entry's type suffices): this runs over every file on every compile.
-    Directory symlinks are not followed (no loops); file symlinks are, by content.
-    """
-    pending = [(root, prefix)]
-    while pending:
-        directory, dest_dir = pending.pop()
-        with os.scandir(directory) as entries:
-            for entry in entries:
-                name = entry.name
-                if name.startswith("."):
-                    continue
-                if entry.is_dir(follow_symlinks=False):
-                    if name != "__pycache__":
-                        pending.append((entry.path, f"{dest_dir}/{name}"))
-                elif entry.is_file() and os.path.splitext(name)[1] not in _SKIP_SUFFIXES:
-                    yield entry.path, f"{dest_dir}/{name}"
-
-
-def _find_factories(
-    targets: Sequence[Project],
-    files: Sequence[SourceFile],
-    parsed: Mapping[str, ParsedModule],
-) -> tuple[FactoryRef, ...]:
-    modules: dict[str, SourceFile] = {}
-    for source in files:
-        name = module_name(source.dest)
-        if name is not None:
-            modules[name] = source
-    found: set[FactoryRef] = set()
-    issues: list[Issue] = []
-    empty: list[Project] = []
-    for target in targets:
-        refs: list[FactoryRef] = []
-        if target.factories is not None:
-            for entry in target.factories:
-                ref, reason = _explicit_factory(entry, modules, parsed)
-                if ref is None:
-                    issues.append(
-                        Issue(target.pyproject, target.line_of(entry), f"[tool.cbus] {reason}")
-                    )
-                else:
-                    refs.append(ref)
-        else:
-            for name, source in modules.items():
-                if source.project != target.name:
-                    continue
-                line = parsed[source.dest].functions.get(FACTORY_FUNCTION)
-                if line is not None:
-                    refs.append(FactoryRef(name, FACTORY_FUNCTION, source.path, line))
-        if not refs:
-            empty.append(target)
-        found.update(refs)
-    if issues:
-        raise InvalidProject(issues)
-    if not found:
-        raise NoFactories(
-            Issue(
-                target.pyproject,
-                None,
-                f"no factories in {', '.join(p.name for p in target.packages) or 'any package'}:"
-                f" define a module-level def {FACTORY_FUNCTION}(bus) or list them in"
-                ' [tool.cbus] factories = ["pkg.module:function"]',
-            )
-            for target in targets
-        )
-    for target in empty:
-        logger.warning("%s: target %s has no factories", target.pyproject, target.name)
-    return tuple(sorted(found))
-
-
-def _explicit_factory(
-    entry: str,
-    modules: Mapping[str, SourceFile],
-    parsed: Mapping[str, ParsedModule],
-) -> tuple[FactoryRef | None, str]:
-    module, sep, function = entry.partition(":")
-    if (
-        not sep
-        or not function.isidentifier()
-        or not all(part.isidentifier() for part in module.split("."))
-    ):
-        return None, f'factory {entry!r} is not of the form "package.module:function"'
-    source = modules.get(module)
-    if source is None:
-        return None, f"factory {entry!r}: module {module} is not in any vendored package"
-    line = parsed[source.dest].names.get(function)
-    if line is None:
-        return None, f"factory {entry!r}: {source.path} defines no top-level {function}"
-    return FactoryRef(module, function, source.path, line), ""
-
-
 def _merge(walker: _Walker) -> tuple[str, ...]:
     declared = [Declared(Requirement(HOST_DISTRIBUTION))]
     issues: list[Issue] = []
@@ -682,45 +452,3 @@ def _merge(walker: _Walker) -> tuple[str, ...]:
     if issues:
         raise ConflictingRequirements(issues)
     return merge_requirements(declared)
-
-
-def _merge_requires_python(projects: Sequence[Project]) -> str:
-    merged = SpecifierSet(MIN_REQUIRES_PYTHON)
-    for project in projects:
-        if project.requires_python is None:
-            continue
-        try:
-            merged &= SpecifierSet(project.requires_python)
-        except InvalidSpecifier as exc:
-            raise InvalidProject(
-                [
-                    Issue(
-                        project.pyproject,
-                        project.line_of("requires-python"),
-                        f"invalid requires-python: {exc}",
-                    )
-                ]
-            ) from exc
-    if not satisfiable(merged):
-        raise ConflictingRequirements(
-            [
-                Issue(
-                    project.pyproject,
-                    project.line_of("requires-python"),
-                    f"requires-python {project.requires_python!r} leaves no Python in {merged}",
-                )
-                for project in projects
-                if project.requires_python is not None
-            ]
-        )
-    return str(_drop_dominated_lower_bounds(merged))
-
-
-def _drop_dominated_lower_bounds(specifier: SpecifierSet) -> SpecifierSet:
-    """``>=3.10,>=3.11`` -> ``>=3.11``: every library adds its own floor, keep the highest."""
-    floors = [s for s in specifier if s.operator == ">="]
-    if len(floors) < 2:
-        return specifier
-    highest = max(floors, key=lambda s: Version(s.version))
-    kept = [s for s in specifier if s.operator != ">=" or s is highest]
-    return SpecifierSet(",".join(str(s) for s in kept))

@@ -37,8 +37,10 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import NormalizedName, canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from controllerbus.compiler.discovery import PackageSource, Selection, find_packages, vcs_ignored
-from controllerbus.compiler.errors import BinaryContent, InvalidProject, Issue, MissingPath
+from controllerbus.compiler.compiled import refuse_build_scripts
+from controllerbus.compiler.discovery import PackageSource, Selection, find_packages
+from controllerbus.compiler.errors import InvalidProject, Issue, MissingPath
+from controllerbus.compiler.files import vcs_ignored
 from controllerbus.compiler.poetry import poetry_project
 from controllerbus.compiler.sources import (
     Workspace,
@@ -263,7 +265,7 @@ def _parse_project(root: Path, text: str, data: Mapping[str, Any]) -> Project:
         raise InvalidProject([Issue(pyproject, None, "[project] has no name")])
     name = canonicalize_name(raw_name)
     dynamic = project.get("dynamic", [])
-    _refuse_build_scripts(root, data, text)
+    refuse_build_scripts(root, data)
 
     version: str | None = None
     raw_version = project.get("version")
@@ -463,43 +465,6 @@ def _uv_source(
     else:
         # git/url/index sources: the requirement stays third-party (Requires-Dist).
         logger.debug("%s: source of %s is not a path; kept as a requirement", pyproject, dep)
-
-
-_BUILD_BACKENDS_WITH_CODE = {
-    "maturin": "[build-system] maturin (Rust extension)",
-    "mesonpy": "[build-system] meson-python (compiled extension)",
-    "scikit_build_core.build": "[build-system] scikit-build-core (CMake extension)",
-}
-
-
-def _refuse_build_scripts(root: Path, data: Mapping[str, Any], text: str) -> None:
-    """Refuse a project whose build compiles code (a pure plugin wheel cannot carry it)."""
-    found: list[tuple[Path, str]] = []
-    backend = str(data.get("build-system", {}).get("build-backend", ""))
-    tool = data.get("tool", {})
-    if backend in _BUILD_BACKENDS_WITH_CODE:
-        found.append((root / PYPROJECT, _BUILD_BACKENDS_WITH_CODE[backend]))
-    elif isinstance(tool, dict) and "maturin" in tool:
-        found.append((root / PYPROJECT, "[tool.maturin] (Rust extension)"))
-    setup = root / "setup.py"
-    if setup.is_file() and re.search(rb"\b(ext_modules|Extension|cythonize)\b", setup.read_bytes()):
-        found.append((setup, "setup.py builds C extensions (ext_modules)"))
-    poetry_build = tool.get("poetry", {}).get("build") if isinstance(tool, dict) else None
-    if poetry_build is not None or (root / "build.py").is_file():
-        found.append((root / "build.py", "a build script (build.py / [tool.poetry.build])"))
-    if (root / "meson.build").is_file():
-        found.append((root / "meson.build", "meson.build (compiled extension)"))
-    if found:
-        raise BinaryContent(
-            Issue(
-                path,
-                None,
-                f"{what}: a py3-none-any plugin wheel cannot carry compiled code; move the"
-                " compiled part into its own distribution, built and published separately,"
-                " and depend on it by name (it becomes Requires-Dist)",
-            )
-            for path, what in found
-        )
 
 
 def _expand_root_uri(spec: str, root: Path) -> str:
