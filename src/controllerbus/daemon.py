@@ -62,6 +62,8 @@ class DaemonOptions:
         state_dir: where generations and the manifest live.
         watch: re-sync the plugins directory on change.
         trial_limits: deadline and resource limits of every plugin's trial import.
+        insecure_permissions: trust plugins/state directories and wheels that others
+            could write (:mod:`~controllerbus.loader.permissions`).
     """
 
     config_path: Path = DEFAULT_CONFIG
@@ -70,6 +72,7 @@ class DaemonOptions:
     state_dir: Path = DEFAULT_STATE_DIR
     watch: bool = True
     trial_limits: TrialLimits = DEFAULT_LIMITS
+    insecure_permissions: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +169,15 @@ async def _start_plugin_loader(
     applier: ConfigSetApplier,
 ) -> _PluginLoader:
     assert options.plugins_dir is not None
-    host = PluginHost(bus, state, on_change=applier.refresh, limits=options.trial_limits)
+    if options.insecure_permissions:
+        logger.warning("permission checks are off (--insecure-permissions)")
+    host = PluginHost(
+        bus,
+        state,
+        on_change=applier.refresh,
+        limits=options.trial_limits,
+        insecure_permissions=options.insecure_permissions,
+    )
     static.add_factory(new_filesystem_loader_factory(host))
     directive = LoadControllerWithConfig(
         FilesystemLoaderConfig(dir=str(options.plugins_dir), watch=options.watch)

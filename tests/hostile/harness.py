@@ -392,7 +392,7 @@ def _wait_for_refusal(dut: DaemonUnderTest, case: HostileCase, dropped: Path) ->
             record = dut.record(f"wheel:{dropped.name}")
             if record is None or case.says not in (record.get("error") or ""):
                 return False
-            assert record["status"] in ("failed", "quarantined"), record
+            assert record["status"] in ("failed", "rejected", "quarantined"), record
         else:
             record = dut.record(dut.good.binary_id)
             if record is None:

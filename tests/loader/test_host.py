@@ -368,7 +368,7 @@ async def test_outcomes_can_be_awaited_instead_of_polled(wheels: Wheels, tmp_pat
         assert not loaded.done()
         with pytest.raises(LoaderError):
             await h.host.load(bad)
-        assert (await asyncio.wait_for(failed, 5)).status == "failed"
+        assert (await asyncio.wait_for(failed, 5)).status == "rejected"  # not a zip: refused
         assert not loaded.done()
         await h.host.load(wheels.v1.wheel)
         assert await asyncio.wait_for(loaded, 5) == wheels.v1.sha256
@@ -493,7 +493,8 @@ async def test_bad_wheel_on_reload_keeps_the_old_generation_serving(
             assert record == good_record
             failed = h.host.manifest.get(wheel_key(bad))
             assert failed is not None
-            assert (failed.status, failed.error, failed.generation) == ("failed", message, "")
+            # Refused before anything was installed: the file is rejected.
+            assert (failed.status, failed.error, failed.generation) == ("rejected", message, "")
         assert read_manifest(h.state.path) == h.host.manifest
 
         greeter.stop()
@@ -529,7 +530,8 @@ async def test_bad_wheel_on_first_load_leaves_nothing_behind(
         key = wheels.binary_id if broken.verified else wheel_key(bad)
         record = h.host.manifest.get(key)
         assert record is not None
-        assert (record.status, record.error, record.generation) == ("failed", message, "")
+        status = "failed" if broken.verified else "rejected"
+        assert (record.status, record.error, record.generation) == (status, message, "")
         assert read_manifest(h.state.path) == h.host.manifest
 
 

@@ -115,6 +115,14 @@ def cli(verbose: int) -> None:
     default=0,
     help="CPU-time limit of a trial import in seconds (default: the trial timeout).",
 )
+@click.option(
+    "--insecure-permissions",
+    is_flag=True,
+    envvar="CBUS_INSECURE_PERMISSIONS",
+    show_envvar=True,
+    help="Trust a plugins directory, state directory or wheel that another user, the "
+    "group or everyone can write (by default refused, like ssh's StrictModes).",
+)
 def daemon(
     config_path: Path,
     write_config: bool,
@@ -126,13 +134,16 @@ def daemon(
     trial_memory: int,
     trial_files: int,
     trial_cpu: int,
+    insecure_permissions: bool,
 ) -> None:
     """Run the controllers of a config set until SIGINT or SIGTERM.
 
     With --plugins-dir, plugin wheels (from cbus-compile) are loaded first, each
     into its own generation under --state-dir, and a changed wheel replaces the
     running generation; a bad wheel is reported and the last good one keeps
-    serving. Every generation is first imported in a trial child process with
+    serving. Directories and wheels that others could write are refused with the
+    chmod/chown that fixes them (see --insecure-permissions).
+    Every generation is first imported in a trial child process with
     --trial-timeout and resource limits (CPU time = the timeout).
 
     Exit status: 0 all stopped; 1 could not start; 3 plugins left non-daemon
@@ -156,6 +167,7 @@ def daemon(
             cpu_seconds=trial_cpu,
             open_files=trial_files,
         ),
+        insecure_permissions=insecure_permissions,
     )
     from controllerbus.cli.lifecycle import run_daemon_process
 
@@ -282,7 +294,8 @@ def format_manifest(records: Sequence[ManifestRecord]) -> str:
     for record, row in zip(records, rows, strict=True):
         lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
         if record.error:
-            lines.append("    error: " + record.error.replace("\n", "\n    "))
+            label = "rejected" if record.status == "rejected" else "error"
+            lines.append(f"    {label}: " + record.error.replace("\n", "\n    "))
         for leak in record.leaks:
             lines.append("    leak: " + leak)
     return "\n".join(lines)

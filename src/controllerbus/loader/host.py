@@ -51,7 +51,13 @@ from controllerbus.loader.activation import (
     entry_point_of,
 )
 from controllerbus.loader.crashguard import ActivationGuard
-from controllerbus.loader.errors import LoaderError, PluginPrepareError, PluginQuarantined
+from controllerbus.loader.errors import (
+    InsecurePath,
+    InvalidWheel,
+    LoaderError,
+    PluginPrepareError,
+    PluginQuarantined,
+)
 from controllerbus.loader.generation import Generation, apply_install, plan_install
 from controllerbus.loader.hostdeps import check_host_requirements
 from controllerbus.loader.manifest import (
@@ -61,6 +67,7 @@ from controllerbus.loader.manifest import (
     PluginStatus,
     wheel_key,
 )
+from controllerbus.loader.permissions import check_directory
 from controllerbus.loader.residue import Baseline, find_residue, record_thread_origins
 from controllerbus.loader.sandbox import DEFAULT_LIMITS, TrialLimits
 from controllerbus.loader.trial import TrialRunner, default_trial_runner
@@ -135,6 +142,11 @@ class PluginHost:
             the old generation's objects are checked for leaks: the place to drop
             references to the old generation's objects (the daemon re-types its
             config set there, so configs of the old classes go away).
+        insecure_permissions: trust the state directory and wheels even when someone
+            else could write them (:mod:`~controllerbus.loader.permissions`).
+
+    Raises:
+        InsecurePath: the state directory is not trusted (see ``insecure_permissions``).
     """
 
     def __init__(
@@ -146,7 +158,11 @@ class PluginHost:
         stop_timeout: float = 10.0,
         on_change: Callable[[], Awaitable[None]] | None = None,
         limits: TrialLimits = DEFAULT_LIMITS,
+        insecure_permissions: bool = False,
     ) -> None:
+        self._strict = not insecure_permissions
+        if self._strict:
+            check_directory(state.path, "state directory")
         self._bus = bus
         self._on_change = on_change
         self._state = state
@@ -171,6 +187,11 @@ class PluginHost:
     def manifest(self) -> Manifest:
         """The manifest as last written."""
         return self._book.manifest
+
+    @property
+    def strict_permissions(self) -> bool:
+        """Whether directories and wheels others could write are refused."""
+        return self._strict
 
     @property
     def trials(self) -> TrialRunner:
@@ -241,7 +262,7 @@ class PluginHost:
         # reference to the old plugin would make its unload look like a leak.
         old_generation: Generation | None = None
         try:
-            verified = await asyncio.to_thread(verify_wheel, wheel)
+            verified = await asyncio.to_thread(self._verify, wheel)
             phases.mark("verify")
             key, ep_value = entry_point_of(verified)
             if key in self._active:
@@ -483,6 +504,11 @@ class PluginHost:
 
     # -- manifest and state ---------------------------------------------------------------------
 
+    def _verify(self, wheel: Path) -> VerifiedWheel:
+        if self._strict:
+            check_directory(self._state.path, "state directory")
+        return verify_wheel(wheel, strict_permissions=self._strict)
+
     def _failed(
         self,
         key: str,
@@ -494,7 +520,11 @@ class PluginHost:
     ) -> None:
         # Text, not the exception: a retained log record must not pin its frames.
         logger.error("plugin %s: %s", key, str(exc), extra={"plugin": key, "wheel": str(wheel)})
-        status: PluginStatus = "quarantined" if isinstance(exc, PluginQuarantined) else "failed"
+        status: PluginStatus = "failed"
+        if isinstance(exc, PluginQuarantined):
+            status = "quarantined"
+        elif isinstance(exc, (InvalidWheel, InsecurePath)):
+            status = "rejected"
         self._book.failed(key, wheel, verified, str(exc), serving=serving, status=status)
         self._gc()
 

@@ -8,10 +8,11 @@ are missing), the loader has no binary id yet and records it under
 :func:`wheel_key` (``wheel:<file name>``) instead.
 
 A record's ``status`` describes the generation it names: ``active`` (serving),
-``failed`` (could not be loaded; ``error`` says why) or ``unloaded`` (removed;
-``leaks`` lists what survived the unload). After a rolled-back reload the record
-stays ``active`` on the old generation and ``error`` carries the failed reload's
-message.
+``failed`` (could not be loaded; ``error`` says why), ``rejected`` (the file was
+refused before anything was installed: not a loadable wheel, or not trusted) or
+``unloaded`` (removed; ``leaks`` lists what survived the unload). After a
+rolled-back reload the record stays ``active`` on the old generation and ``error``
+carries the failed reload's message.
 
 The file is written atomically (temp file, fsync, ``os.replace``, directory fsync),
 with records sorted by key so that diffs stay readable.
@@ -58,7 +59,7 @@ logger = logging.getLogger(__name__)
 MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION: Final = 1
 
-PluginStatus = Literal["active", "failed", "unloaded", "suspect", "quarantined"]
+PluginStatus = Literal["active", "failed", "rejected", "unloaded", "suspect", "quarantined"]
 
 MAX_FAILURES = 5
 """How many recent failures a record keeps in ``failures``."""
@@ -95,7 +96,8 @@ class ManifestRecord(BaseModel):
         wheel: path of the wheel file.
         wheel_sha256: hex sha256 of the wheel file ("" if unreadable).
         generation: the generation id (its directory under ``generations/``), or "".
-        status: ``active``, ``failed``, ``unloaded``, ``suspect`` (the daemon died
+        status: ``active``, ``failed``, ``rejected`` (the file was refused before
+            anything was installed), ``unloaded``, ``suspect`` (the daemon died
             activating it; loaded again only after a trial) or ``quarantined``
             (it did so repeatedly; refused until ``cbus plugins retry``).
         since: when ``status`` last changed, UTC.
@@ -313,7 +315,9 @@ class ManifestBook:
         """Record that loading ``wheel`` under ``key`` failed with ``error``.
 
         With ``serving`` (the previous generation keeps serving) the plugin's record
-        stays ``active`` and carries the error; otherwise the record is ``status``.
+        stays ``active`` and carries the error; otherwise the record is ``status``
+        (``rejected`` when the file itself was refused: not a loadable wheel, or not
+        trusted).
         Either way the failure goes into the record's bounded ``failures``.
         """
         from controllerbus.loader.records import with_failure

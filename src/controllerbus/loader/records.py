@@ -13,9 +13,9 @@ Pure functions from a manifest (and facts) to a manifest; the host writes the re
 
 from __future__ import annotations
 
+import os
 import re
 from datetime import datetime
-from pathlib import Path
 
 from controllerbus.loader.manifest import (
     MAX_FAILURES,
@@ -103,7 +103,9 @@ def pruned(manifest: Manifest, active: set[str]) -> Manifest:
 
 
 def _exists(wheel: str) -> bool:
+    # Any entry counts, not only a regular file: a directory, FIFO or dangling link
+    # in the plugins directory keeps its "rejected" record while it is there.
     try:
-        return Path(wheel).is_file()
-    except OSError:
+        return os.path.lexists(wheel)
+    except (OSError, ValueError):
         return True  # cannot tell: keep it
