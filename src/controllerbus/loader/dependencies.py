@@ -1,5 +1,7 @@
 """Which of a plugin's requirements the host serves, and which the plugin brings (pure).
 
+Rules: docs/production.md#plugins-with-their-own-dependencies.
+
 Host dependencies win: a ``Requires-Dist`` whose distribution the host has installed
 is served by the host, in the host's version (a version outside the specifier stays a
 :class:`~controllerbus.loader.errors.HostDependencyError`; per-plugin versions of a

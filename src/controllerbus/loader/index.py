@@ -1,5 +1,7 @@
 """A small client for PEP 503 / PEP 691 simple package indexes (pypiserver, devpi, PyPI).
 
+Rules: docs/production.md#loading-from-a-package-index.
+
 Only what the loader needs: list a project's files with their hashes, and download
 one file. JSON (PEP 691) is asked for first and the HTML page (PEP 503) is the
 fallback, chosen by the response's ``Content-Type``. Network errors, timeouts and

@@ -1,5 +1,7 @@
 """The trust file: which wheels, by sha256, a production host may load.
 
+Rules: docs/production.md#trust-file.
+
 A trust file uses pip's requirements-file syntax in ``--require-hashes`` style. Each
 entry names a wheel, either by its exact file name or as ``name==version`` (the
 distribution name, normalised as pip does), followed by one or more

@@ -1,5 +1,7 @@
 """Mirror the wheels a trust file pins from a package index into a local directory.
 
+Rules: docs/production.md#loading-from-a-package-index.
+
 With ``--index-url`` the daemon keeps its plugins directory (the default
 ``--find-links`` location too) filled with exactly the wheels the trust file names:
 :func:`mirror_trusted` fetches each entry's wheel that is not there yet, checks its

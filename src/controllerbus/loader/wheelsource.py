@@ -1,5 +1,7 @@
 """Find the dependency wheels a plugin brings, in ``--find-links`` directories.
 
+Rules: docs/production.md#plugins-with-their-own-dependencies.
+
 :func:`resolve_dependencies` walks a plugin's ``Requires-Dist`` (and, transitively,
 its dependencies'): what the host has installed is left to the host
 (:mod:`controllerbus.loader.dependencies`); everything else must be a *pure* wheel
