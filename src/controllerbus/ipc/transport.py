@@ -95,6 +95,8 @@ class Connection:
         self.max_buffered = max_buffered
         self._closed = False
         self.close_reason: str | None = None
+        self._corked: list[bytes] = []
+        self._corked_size = 0
 
     @property
     def closed(self) -> bool:
@@ -114,6 +116,9 @@ class Connection:
     def send_nowait(self, message: Message) -> None:
         """Queue ``message`` without waiting (for synchronous callers).
 
+        Frames queued in one turn of the event loop go out in one write (one
+        system call and one wake-up of the peer instead of one per message).
+
         Raises:
             ConnectionClosed: the connection is closed.
             FrameTooLarge: the encoded message exceeds ``max_frame`` (nothing sent).
@@ -122,13 +127,21 @@ class Connection:
         if self._closed or self._writer.is_closing():
             raise ConnectionClosed(f"{self.name}: connection is closed")
         frame = self._frame(message)
-        queued = self._writer.transport.get_write_buffer_size()
+        queued = self._writer.transport.get_write_buffer_size() + self._corked_size
         if queued + len(frame) > self.max_buffered:
             raise PeerNotReading(
                 f"{self.name}: {queued} bytes already queued for a peer that does not "
                 f"read (limit {self.max_buffered})"
             )
-        self._writer.write(frame)
+        if not self._corked:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._corked.append(frame)
+        self._corked_size += len(frame)
+
+    def _flush(self) -> None:
+        frames, self._corked, self._corked_size = self._corked, [], 0
+        if frames and not self._closed and not self._writer.is_closing():
+            self._writer.write(b"".join(frames))
 
     async def send(self, message: Message) -> None:
         """Write ``message`` and wait until the stream accepts more (back-pressure).
@@ -139,7 +152,9 @@ class Connection:
         """
         if self._closed or self._writer.is_closing():
             raise ConnectionClosed(f"{self.name}: connection is closed")
-        self._writer.write(self._frame(message))
+        frame = self._frame(message)
+        self._flush()  # keep the order of frames queued by send_nowait
+        self._writer.write(frame)
         try:
             await self._writer.drain()
         except (ConnectionError, OSError) as exc:
@@ -203,15 +218,27 @@ class Connection:
             self.close_reason = reason
         if self._closed:
             return
+        with contextlib.suppress(Exception):
+            self._flush()  # an error message queued just before closing still goes out
         self._closed = True
         with contextlib.suppress(Exception):
             self._writer.close()
 
-    async def aclose(self, reason: str | None = None) -> None:
-        """Close and wait until the transport has gone."""
+    async def aclose(self, reason: str | None = None, *, timeout: float = 1.0) -> None:
+        """Close and wait until the transport has gone.
+
+        Queued bytes get ``timeout`` seconds to reach a peer that may not read them;
+        then the transport is aborted.
+        """
         self.close(reason)
-        with contextlib.suppress(Exception):
-            await self._writer.wait_closed()
+        # Not asyncio.timeout: cancelling wait_closed() would cancel the shared waiter.
+        waiter = asyncio.ensure_future(self._writer.wait_closed())
+        done, _ = await asyncio.wait({waiter}, timeout=timeout)
+        if not done:
+            self._writer.transport.abort()
+            await asyncio.wait({waiter}, timeout=timeout)
+        if waiter.done() and not waiter.cancelled():
+            waiter.exception()  # retrieved: a reset peer is not an error here
 
 
 def _short(exc: BaseException) -> str:
