@@ -282,6 +282,7 @@ class _Session:
         resolver = ResolverController(bus, ProxyResolver(self.plugin, self.ready.factories))
         forward = ForwardController(self.bridge, f"controllerbus/ipc/forward/{self.plugin.binary_id}")
         self._host_controllers = [resolver, forward]
+        self._last_ack = time.monotonic()
         self._tasks = [
             bus.run_controller(resolver),
             bus.run_controller(forward),
@@ -340,7 +341,9 @@ class _Session:
                 if count % 64 == 0:
                     await asyncio.sleep(0)  # a burst of values must not starve the host
         except ConnectionClosed as exc:
-            self.end(str(exc))
+            # The socket usually ends because the child died: say how it died.
+            code = await _wait_exit(self.proc, 1.0)
+            self.end(f"child exited ({_exit_text(code)})" if code is not None else str(exc))
         except ProtocolError as exc:
             logger.error("refused a message from the child: %s", exc)
             self.end(f"malformed message from the child: {exc}")
@@ -442,6 +445,7 @@ class ProcessPlugin:
     status: ProcessStatus = field(default_factory=ProcessStatus)
     session: _Session | None = field(default=None, init=False)
     _supervisor: asyncio.Task[None] | None = field(default=None, init=False)
+    _detaching: asyncio.Future[None] | None = field(default=None, init=False)
 
     @property
     def name(self) -> str:
@@ -498,27 +502,46 @@ class ProcessPlugin:
             args += ["--path", str(entry)]
         env = dict(os.environ if self.env is None else self.env)
         env.setdefault("PYTHONUNBUFFERED", "1")
-        try:
-            proc = await asyncio.create_subprocess_exec(
+        creating = asyncio.ensure_future(
+            asyncio.create_subprocess_exec(
                 str(self.python),
                 *args,
                 pass_fds=(child.fileno(),),
                 stdin=asyncio.subprocess.DEVNULL,
                 env=env,
             )
+        )
+        try:
+            # Shielded: a stop() arriving mid-spawn must still find (and end) the child.
+            proc = await asyncio.shield(creating)
+        except asyncio.CancelledError:
+            with contextlib.suppress(BaseException):
+                started = await creating
+                started.kill()
+                await started.wait()
+            parent.close()
+            raise
         except OSError as exc:
             parent.close()
             raise ProcessPluginError(f"cannot start {self.python}: {exc}") from None
         finally:
             child.close()
-        conn = await open_connection(parent, name=f"plugin {self.binary_id}", max_frame=self.max_frame)
-        session = _Session(self, proc, conn)
         self.status.pid = proc.pid
+        try:
+            conn = await open_connection(
+                parent, name=f"plugin {self.binary_id}", max_frame=self.max_frame
+            )
+        except BaseException:
+            parent.close()
+            proc.kill()
+            await asyncio.shield(proc.wait())
+            raise
+        session = _Session(self, proc, conn)
         try:
             await session.handshake(self.ready_timeout)
         except BaseException:
             session.end("failed to start")
-            await session.detach()
+            await asyncio.shield(session.detach())
             self._changed(state="failed", pid=None)
             raise
         self.session = session
@@ -534,7 +557,8 @@ class ProcessPlugin:
             uptime = time.monotonic() - (self.status.started_at or time.monotonic())
             logger.warning("%s: %s; restarting", self.name, reason)
             self.session = None
-            await session.detach()
+            self._detaching = asyncio.ensure_future(session.detach())
+            await asyncio.shield(self._detaching)
             if uptime >= self.stable_after:
                 backoff.reset()
             while True:
@@ -562,6 +586,9 @@ class ProcessPlugin:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._supervisor
             self._supervisor = None
+        if self._detaching is not None:
+            await self._detaching
+            self._detaching = None
         session, self.session = self.session, None
         if session is not None:
             session.end("stopped by the host")
