@@ -7,6 +7,7 @@ from typing import ClassVar
 
 import demo_greeting
 
+from controllerbus.api.hello import Hello, HelloReply
 from controllerbus.bus import (
     Bus,
     Config,
@@ -17,7 +18,6 @@ from controllerbus.bus import (
     Resolver,
     ResolverHandler,
 )
-from controllerbus.example.hello import Hello, HelloReply
 
 CONTROLLER_ID = "controllerbus/example/hot-demo/greeter/1"
 VERSION = "0.0.1"

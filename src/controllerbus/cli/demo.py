@@ -19,14 +19,16 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from controllerbus.api.hello import Hello
 from controllerbus.bus.bus import Bus
 from controllerbus.bus.helpers import exec_one_off
 from controllerbus.compiler import CompileResult, compile_plugin
 from controllerbus.daemon import DaemonOptions, daemon_session
 from controllerbus.errors import ControllerBusError
+from controllerbus.example import boilerplate
 from controllerbus.example.boilerplate import Boilerplate
-from controllerbus.example.hello import Hello
 from controllerbus.loader.host import PluginHost
+from controllerbus.loader.manifest import wheel_key
 
 __all__ = ["DEMO_BINARY_ID", "demo_sources", "run_demo"]
 
@@ -62,7 +64,7 @@ def demo_sources() -> Path:
     A source checkout's ``plugins/`` comes first (editable installs); an installed
     wheel carries a copy under ``controllerbus/_demo``.
     """
-    checkout = Path(__file__).resolve().parents[2] / "plugins"
+    checkout = Path(__file__).resolve().parents[3] / "plugins"
     if all((checkout / name / "pyproject.toml").is_file() for name in _PROJECTS):
         return checkout
     packaged = Path(str(resources.files("controllerbus") / "_demo"))
@@ -103,13 +105,11 @@ async def _ask(bus: Bus, name: str) -> str:
 
 async def _wait_generation(host: PluginHost, not_this: str, within: float) -> str:
     # The manifest records a reload once the old generation's unload is confirmed.
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        record = host.manifest.get(DEMO_BINARY_ID)
-        if record is not None and record.status == "active" and record.generation != not_this:
-            return record.generation
-        await asyncio.sleep(0.01)
-    raise DemoError(f"the daemon did not load a new generation within {within:.0f} s")
+    try:
+        async with asyncio.timeout(within):
+            return await host.wait_for_generation(DEMO_BINARY_ID, not_this)
+    except TimeoutError:
+        raise DemoError(f"the daemon did not load a new generation within {within:.0f} s") from None
 
 
 def _compile(project: Path, out: Path, codegen: Path) -> tuple[CompileResult, float]:
@@ -164,7 +164,7 @@ async def _run(echo: Callable[[str], None], src: Path, work: Path) -> None:
         config_path=config, plugins_dir=out, state_dir=work / "state", watch=True
     )
     started = time.perf_counter()
-    async with daemon_session(options) as session:
+    async with daemon_session(options, factories=[boilerplate.new_factory]) as session:
         host, bus = session.host, session.bus
         assert host is not None
         generation = host.active()[DEMO_BINARY_ID]
@@ -202,12 +202,11 @@ async def _run(echo: Callable[[str], None], src: Path, work: Path) -> None:
         steps.step("drop a corrupt wheel of the same plugin into the plugins directory")
         bad = out / second.wheel.name.replace(second.version, "9.9.9")
         bad.write_bytes(b"this is not a zip file")
-        record = None
-        for _ in range(300):
-            record = host.manifest.get(f"wheel:{bad.name}")
-            if record is not None:
-                break
-            await asyncio.sleep(0.01)
+        try:
+            async with asyncio.timeout(3):
+                record = await host.wait_for_record(wheel_key(bad))
+        except TimeoutError:
+            record = None
         if record is None or record.error is None:
             raise DemoError("the corrupt wheel was not reported")
         reason = record.error.splitlines()[-1].strip().removeprefix("- ")
