@@ -16,6 +16,7 @@ import logging
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from controllerbus._fs import write_atomic
 from controllerbus.bus.bus import Bus
@@ -60,6 +61,8 @@ class DaemonOptions:
         plugins_dir: a directory of plugin wheels to load (``None``: no plugins).
         state_dir: where generations and the manifest live.
         watch: re-sync the plugins directory on change.
+        isolation: where plugins run unless their metadata says otherwise:
+            ``inprocess`` (default) or ``process`` (see docs/ipc.md).
     """
 
     config_path: Path = DEFAULT_CONFIG
@@ -67,6 +70,7 @@ class DaemonOptions:
     plugins_dir: Path | None = None
     state_dir: Path = DEFAULT_STATE_DIR
     watch: bool = True
+    isolation: Literal["inprocess", "process"] = "inprocess"
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +167,7 @@ async def _start_plugin_loader(
     applier: ConfigSetApplier,
 ) -> _PluginLoader:
     assert options.plugins_dir is not None
-    host = PluginHost(bus, state, on_change=applier.refresh)
+    host = PluginHost(bus, state, on_change=applier.refresh, isolation=options.isolation)
     static.add_factory(new_filesystem_loader_factory(host))
     directive = LoadControllerWithConfig(
         FilesystemLoaderConfig(dir=str(options.plugins_dir), watch=options.watch)

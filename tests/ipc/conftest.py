@@ -65,7 +65,7 @@ def alive(pid: int) -> bool:
         return False
     try:  # a zombie is dead for our purposes
         with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(") ", 1)[1][0] != "Z"
+            state = fh.read().split(") ", 1)[1][0]
     except FileNotFoundError:
         return False
-    return True
+    return state != "Z"

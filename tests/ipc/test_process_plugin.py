@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 import ipc_echo  # type: ignore[import-not-found]
@@ -13,16 +14,17 @@ import pytest
 
 from controllerbus.bus import (
     AttachedValue,
+    BackoffPolicy,
     Bus,
+    CallbackHandler,
     ExecControllerValue,
     LoadControllerWithConfig,
-    BackoffPolicy,
-    CallbackHandler,
     exec_collect_values,
     exec_one_off,
 )
 from controllerbus.example.boilerplate import Boilerplate, BoilerplateResult
 from controllerbus.ipc.host import ProcessPluginError, remote_config_class
+from tests.helpers import eventually
 
 from .conftest import MakePlugin, alive, start_controller
 
@@ -39,10 +41,8 @@ async def _echo(bus: Bus, text: str) -> ipc_echo.EchoReply:
     return value
 
 
-async def _until(predicate: object, timeout: float = 20) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():  # type: ignore[operator]
-            await asyncio.sleep(0.05)
+async def _until(predicate: Callable[[], object]) -> None:
+    await eventually(predicate, within=30, step=0.02)
 
 
 async def test_plugin_controllers_answer_on_the_host_bus(bus: Bus, make_plugin: MakePlugin) -> None:
@@ -53,7 +53,8 @@ async def test_plugin_controllers_answer_on_the_host_bus(bus: Bus, make_plugin: 
         "controllerbus/example/boilerplate/1",
     }
     pid = plugin.status.pid
-    assert pid is not None and pid != os.getpid()
+    assert pid is not None
+    assert pid != os.getpid()
     assert plugin.status.as_dict()["isolation"] == "process"
     ref = await start_controller(bus, "test/ipc/echo/1", prefix="re: ")
     reply = await _echo(bus, "hi")
@@ -62,7 +63,8 @@ async def test_plugin_controllers_answer_on_the_host_bus(bus: Bus, make_plugin: 
     boiler = await start_controller(bus, "controllerbus/example/boilerplate/1", exampleField="t")
     async with asyncio.timeout(15):
         av, bref = await exec_one_off(bus, Boilerplate("hello world"))
-    assert av is not None and av.value == BoilerplateResult(printed_len=55)
+    assert av is not None
+    assert av.value == BoilerplateResult(printed_len=55)
     bref.release()
     boiler.release()
     ref.release()
@@ -90,7 +92,9 @@ async def test_invalid_config_is_an_error_on_the_host(bus: Bus, make_plugin: Mak
     """The child validates with the real class; the host loader sees a failed controller."""
     plugin = make_plugin()
     await plugin.start()
-    config = remote_config_class("controllerbus/example/boilerplate/1")(exampleField="")
+    config = remote_config_class("controllerbus/example/boilerplate/1").model_validate(
+        {"exampleField": ""}
+    )
     errors: list[str] = []
 
     def added(_inst: object, av: AttachedValue) -> None:
@@ -116,7 +120,8 @@ async def test_kill_9_of_the_child_restarts_it_and_directives_are_answered_again
     await _until(lambda: plugin.status.restarts == 1 and plugin.status.state == "serving")
     assert plugin.status.last_exit == "child exited (killed by SIGKILL)"
     second = plugin.status.pid
-    assert second not in (None, first) and not alive(first)
+    assert second not in (None, first)
+    assert not alive(first)
     # The held LoadControllerWithConfig and Echo are re-resolved by the new child.
     await _until(lambda: [av.value.pid for av in held.get_values()] == [second])
     assert (await _echo(bus, "two")) == ipc_echo.EchoReply("a:two", second)
@@ -136,7 +141,8 @@ async def test_missed_heartbeats_kill_and_restart_a_stuck_child(
     mref.release()
     assert plugin.status.last_exit is not None
     assert plugin.status.last_exit.startswith("missed heartbeats: no answer for 1.5 s")
-    assert first is not None and not alive(first)
+    assert first is not None
+    assert not alive(first)
     ref.release()
 
 
@@ -159,8 +165,10 @@ async def test_malformed_message_from_the_child_is_refused_host_unaffected(
     first = evil.status.pid
     _inst, mref = bus.add_directive(ipc_evil.Misbehave(how))
     await _until(lambda: evil.status.restarts >= 1)
-    assert evil.status.last_exit is not None and why in evil.status.last_exit
-    assert first is not None and not alive(first)
+    assert evil.status.last_exit is not None
+    assert why in evil.status.last_exit
+    assert first is not None
+    assert not alive(first)
     # The host and the other plugin never noticed.
     assert (await _echo(bus, "still here")).pid == echo.status.pid
     assert echo.status.restarts == 0
@@ -179,7 +187,8 @@ async def test_plugin_that_cannot_load_fails_start_and_leaves_nothing(
         plugin = make_plugin(entry)
         with pytest.raises(ProcessPluginError, match=why):
             await plugin.start()
-        assert plugin.status.state == "failed" and plugin.session is None
+        assert plugin.status.state == "failed"
+        assert plugin.session is None
 
 
 async def test_stop_ends_the_child_and_removes_its_values(

@@ -7,7 +7,7 @@ import logging
 import signal
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import click
 
@@ -92,12 +92,24 @@ async def _run_until_signal(options: DaemonOptions) -> None:
     show_envvar=True,
     help="Watch the plugins directory and hot-reload changed wheels.",
 )
+@click.option(
+    "--isolation",
+    type=click.Choice(["inprocess", "process"]),
+    default="inprocess",
+    show_default=True,
+    envvar="CBUS_ISOLATION",
+    show_envvar=True,
+    help="Run plugins in the daemon's interpreter, or each in a child process of its "
+    "own generation (own dependency versions; a crash restarts only that plugin). "
+    "A plugin's metadata may choose for itself. See docs/ipc.md.",
+)
 def daemon(
     config_path: Path,
     write_config: bool,
     plugins_dir: Path | None,
     state_dir: Path,
     watch: bool,
+    isolation: Literal["inprocess", "process"],
 ) -> None:
     """Run the controllers of a config set until SIGINT or SIGTERM.
 
@@ -117,6 +129,7 @@ def daemon(
         plugins_dir=plugins_dir,
         state_dir=state_dir,
         watch=watch,
+        isolation=isolation,
     )
     try:
         asyncio.run(_run_until_signal(options))

@@ -257,7 +257,11 @@ class Bridge:
         served.inst, served.ref = inst, ref
         key = id(inst)
         self._served_insts[key] = self._served_insts.get(key, 0) + 1
-        inst.add_dispose_callback(lambda: self._served_insts.pop(key, None))
+
+        def disposed() -> None:
+            self._served_insts.pop(key, None)
+
+        inst.add_dispose_callback(disposed)
 
         def idle() -> None:
             if self.served.get(msg.id) is served:
@@ -347,9 +351,7 @@ class ForwardController:
 
     def __init__(self, bridge: Bridge, controller_id: str, version: str = "0.0.1") -> None:
         self._bridge = bridge
-        self._info = ControllerInfo(
-            controller_id, version, f"forwards directives to {bridge.name}"
-        )
+        self._info = ControllerInfo(controller_id, version, f"forwards directives to {bridge.name}")
 
     def get_controller_info(self) -> ControllerInfo:
         return self._info

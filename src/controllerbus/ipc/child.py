@@ -191,7 +191,9 @@ async def serve(sock: socket.socket, entry_point: str, *, max_frame: int) -> int
                 binary_version=str(plugin.binary_version),
                 factories=[
                     FactoryInfo(
-                        config_id=f.config_id(), controller_id=f.controller_id(), version=f.version()
+                        config_id=f.config_id(),
+                        controller_id=f.controller_id(),
+                        version=f.version(),
                     )
                     for f in factories
                 ],

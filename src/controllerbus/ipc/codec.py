@@ -59,12 +59,12 @@ class Codec:
         except KeyError:
             pass
         adapter: TypeAdapter[Any] | None = None
-        if issubclass(cls, BaseModel) or dataclasses.is_dataclass(cls):
-            if "<locals>" not in cls.__qualname__:
-                try:
-                    adapter = TypeAdapter(cls)
-                except Exception:  # an unsupported field type: not wireable
-                    adapter = None
+        wire_shaped = issubclass(cls, BaseModel) or dataclasses.is_dataclass(cls)
+        if wire_shaped and "<locals>" not in cls.__qualname__:
+            try:
+                adapter = TypeAdapter(cls)
+            except Exception:  # an unsupported field type: not wireable
+                adapter = None
         self._adapters[cls] = adapter
         return adapter
 

@@ -55,7 +55,6 @@ from controllerbus.bus.protocols import (
     Resolver,
 )
 from controllerbus.bus.resolver import ResolverController
-from controllerbus.bus.tasks import forever
 from controllerbus.errors import ControllerBusError
 from controllerbus.ipc.bridge import Bridge, ForwardController
 from controllerbus.ipc.codec import Codec
@@ -250,16 +249,18 @@ class _Session:
             self.reason = reason
         self.ended.set()
 
-    async def handshake(self, timeout: float) -> Ready:
+    async def handshake(self, within: float) -> Ready:
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(within):
                 hello = await self.conn.recv()
                 if not isinstance(hello, Hello) or hello.protocol != PROTOCOL_VERSION:
-                    raise ProtocolError(f"expected hello (protocol {PROTOCOL_VERSION}), got {hello}")
+                    raise ProtocolError(
+                        f"expected hello (protocol {PROTOCOL_VERSION}), got {hello}"
+                    )
                 ready = await self.conn.recv()
         except TimeoutError:
             raise ProcessPluginError(
-                f"{self.plugin.name}: child did not get ready within {timeout:g} s"
+                f"{self.plugin.name}: child did not get ready within {within:g} s"
             ) from None
         except ConnectionClosed:
             code = await _wait_exit(self.proc, 5)
@@ -280,7 +281,9 @@ class _Session:
         bus = self.plugin.bus
         assert self.ready is not None
         resolver = ResolverController(bus, ProxyResolver(self.plugin, self.ready.factories))
-        forward = ForwardController(self.bridge, f"controllerbus/ipc/forward/{self.plugin.binary_id}")
+        forward = ForwardController(
+            self.bridge, f"controllerbus/ipc/forward/{self.plugin.binary_id}"
+        )
         self._host_controllers = [resolver, forward]
         self._last_ack = time.monotonic()
         self._tasks = [
@@ -353,9 +356,7 @@ class _Session:
         while True:
             await asyncio.sleep(plugin.heartbeat_interval)
             if time.monotonic() - self._last_ack > plugin.heartbeat_timeout:
-                self.end(
-                    f"missed heartbeats: no answer for {plugin.heartbeat_timeout:g} s"
-                )
+                self.end(f"missed heartbeats: no answer for {plugin.heartbeat_timeout:g} s")
                 return
             self._seq += 1
             self.bridge.send(Heartbeat(seq=self._seq))
@@ -395,9 +396,9 @@ def _exit_text(code: int | None) -> str:
     return f"exit code {code}"
 
 
-async def _wait_exit(proc: asyncio.subprocess.Process, timeout: float) -> int | None:
+async def _wait_exit(proc: asyncio.subprocess.Process, within: float) -> int | None:
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(within):
             return await proc.wait()
     except TimeoutError:
         return None
@@ -446,6 +447,8 @@ class ProcessPlugin:
     session: _Session | None = field(default=None, init=False)
     _supervisor: asyncio.Task[None] | None = field(default=None, init=False)
     _detaching: asyncio.Future[None] | None = field(default=None, init=False)
+    _prepared: _Session | None = field(default=None, init=False)
+    ready: Ready | None = field(default=None, init=False)
 
     @property
     def name(self) -> str:
@@ -454,11 +457,13 @@ class ProcessPlugin:
 
     @property
     def binary_version(self) -> str:
-        return self.session.ready.binary_version if self.session and self.session.ready else ""
+        """The version the child reported ("" before the first ready)."""
+        return self.ready.binary_version if self.ready is not None else ""
 
     @property
     def factories(self) -> list[FactoryInfo]:
-        return list(self.session.ready.factories) if self.session and self.session.ready else []
+        """The factories the child reported."""
+        return list(self.ready.factories) if self.ready is not None else []
 
     def _changed(self, **changes: Any) -> None:
         for key, value in changes.items():
@@ -476,14 +481,35 @@ class ProcessPlugin:
             ProcessPluginError: the child failed to start or to load the plugin
                 (nothing is left running).
         """
-        session = await self._spawn()
-        assert session.ready is not None
+        ready = await self.prepare()
+        self.begin()
+        return ready
+
+    async def prepare(self) -> Ready:
+        """Start the child and wait until it is ready, without touching the bus yet.
+
+        A reload prepares the new child while the old one still serves: a plugin
+        that fails to import never gets past this point.
+
+        Raises:
+            ProcessPluginError: as :meth:`start`.
+        """
+        self._prepared = await self._spawn(attach=False)
+        assert self._prepared.ready is not None
+        return self._prepared.ready
+
+    def begin(self) -> None:
+        """Put a prepared child's proxies on the bus and start supervising it."""
+        session, self._prepared = self._prepared, None
+        assert session is not None, "begin() without prepare()"
+        self.session = session
+        session.attach()
+        self._changed(state="serving", pid=session.proc.pid, started_at=time.monotonic())
         self._supervisor = asyncio.create_task(
             self._supervise(session), name=f"supervise {self.binary_id}"
         )
-        return session.ready
 
-    async def _spawn(self) -> _Session:
+    async def _spawn(self, *, attach: bool = True) -> _Session:
         self._changed(state="starting")
         parent, child = socketpair()
         args = [
@@ -544,9 +570,11 @@ class ProcessPlugin:
             await asyncio.shield(session.detach())
             self._changed(state="failed", pid=None)
             raise
-        self.session = session
-        session.attach()
-        self._changed(state="serving", pid=proc.pid, started_at=time.monotonic())
+        self.ready = session.ready
+        if attach:
+            self.session = session
+            session.attach()
+            self._changed(state="serving", pid=proc.pid, started_at=time.monotonic())
         return session
 
     async def _supervise(self, session: _Session) -> None:
@@ -589,10 +617,11 @@ class ProcessPlugin:
         if self._detaching is not None:
             await self._detaching
             self._detaching = None
-        session, self.session = self.session, None
-        if session is not None:
-            session.end("stopped by the host")
-            await session.detach()
+        for session in (self.session, self._prepared):
+            if session is not None:
+                session.end("stopped by the host")
+                await session.detach()
+        self.session = self._prepared = None
         self._changed(state="stopped", pid=None)
 
     def kill_child(self) -> None:

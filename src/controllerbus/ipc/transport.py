@@ -224,19 +224,19 @@ class Connection:
         with contextlib.suppress(Exception):
             self._writer.close()
 
-    async def aclose(self, reason: str | None = None, *, timeout: float = 1.0) -> None:
+    async def aclose(self, reason: str | None = None, *, grace: float = 1.0) -> None:
         """Close and wait until the transport has gone.
 
-        Queued bytes get ``timeout`` seconds to reach a peer that may not read them;
+        Queued bytes get ``grace`` seconds to reach a peer that may not read them;
         then the transport is aborted.
         """
         self.close(reason)
         # Not asyncio.timeout: cancelling wait_closed() would cancel the shared waiter.
         waiter = asyncio.ensure_future(self._writer.wait_closed())
-        done, _ = await asyncio.wait({waiter}, timeout=timeout)
+        done, _ = await asyncio.wait({waiter}, timeout=grace)
         if not done:
             self._writer.transport.abort()
-            await asyncio.wait({waiter}, timeout=timeout)
+            await asyncio.wait({waiter}, timeout=grace)
         if waiter.done() and not waiter.cancelled():
             waiter.exception()  # retrieved: a reset peer is not an error here
 

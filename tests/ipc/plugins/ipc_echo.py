@@ -10,9 +10,9 @@ from typing import ClassVar
 from controllerbus.bus import (
     Bus,
     Config,
+    ConstructOpts,
     ControllerFactory,
     ControllerInfo,
-    ConstructOpts,
     Directive,
     DirectiveInstance,
     Resolver,
