@@ -170,7 +170,8 @@ async def test_conflicting_dependency_serves_from_a_process_and_is_refused_in_pr
     record = plugin_host.manifest.get("ipc-old")
     assert record is not None
     assert record.isolation == "process"
-    assert record.pid is not None and alive(record.pid)
+    assert record.pid is not None
+    assert alive(record.pid)
     ref = await start_controller(bus, "test/ipc/old/1", greeting="hello")
     report = await _report(bus, "which click?")
     assert report.data == {
@@ -198,7 +199,8 @@ async def test_plugin_metadata_chooses_process_isolation(tmp_path: Path) -> None
         plugin_host = PluginHost(bus, state)  # default in-process
         await plugin_host.load(make_wheel(tmp_path, generation="meta", declare="process"))
         plugin = plugin_host.process_plugin("ipc-old")
-        assert plugin is not None and plugin.status.pid != os.getpid()
+        assert plugin is not None
+        assert plugin.status.pid != os.getpid()
         await plugin_host.aclose()
         assert plugin.status.state == "stopped"
     await bus.aclose()
@@ -236,14 +238,18 @@ async def test_reload_with_syntax_error_keeps_the_old_child_serving_then_a_good_
         with pytest.raises(error, match=why):
             await plugin_host.load(bad)
         record = plugin_host.manifest.get("ipc-old")
-        assert record is not None and record.status == "active" and record.pid == old_pid
-        assert record.error is not None and why in record.error
+        assert record is not None
+        assert record.status == "active"
+        assert record.pid == old_pid
+        assert record.error is not None
+        assert why in record.error
         assert alive(old_pid)
         assert (await _report(bus, f"during {why}")).data["pid"] == old_pid  # type: ignore[index]
 
     await plugin_host.load(make_wheel(tmp_path, generation="good333"))
     new = plugin_host.process_plugin("ipc-old")
-    assert new is not None and new.status.pid not in (None, old_pid)
+    assert new is not None
+    assert new.status.pid not in (None, old_pid)
     await eventually(lambda: not alive(old_pid), within=10)
     # The held LoadControllerWithConfig is re-resolved by the new generation.
     report = await _report(bus, "after")
@@ -259,7 +265,8 @@ async def test_kill_9_of_the_child_is_in_the_manifest(
     await plugin_host.load(make_wheel(tmp_path, generation="kill"))
     ref = await start_controller(bus, "test/ipc/old/1")
     first = plugin_host.manifest.get("ipc-old")
-    assert first is not None and first.pid is not None
+    assert first is not None
+    assert first.pid is not None
     os.kill(first.pid, signal.SIGKILL)
 
     def restarted() -> bool:
@@ -268,7 +275,8 @@ async def test_kill_9_of_the_child_is_in_the_manifest(
 
     await eventually(restarted, within=30)
     on_disk = read_manifest(plugin_host._state.path).get("ipc-old")
-    assert on_disk is not None and on_disk.pid != first.pid
+    assert on_disk is not None
+    assert on_disk.pid != first.pid
     assert on_disk.last_exit == "child exited (killed by SIGKILL)"
     assert (await _report(bus, "again")).data["pid"] == on_disk.pid  # type: ignore[index]
     ref.release()
