@@ -67,12 +67,14 @@ def test_kill_9_of_the_daemon_leaves_no_plugin_child(tmp_path: Path) -> None:
             assert record.isolation == "process"
             return record.pid
 
-        pid = eventually_sync(
+        found = eventually_sync(
             child_pid,
             within=60,
             give_up=lambda: daemon.poll() is not None,
             failure=lambda: f"no process plugin in the manifest; log:\n{log.read_text()}",
         )
+        assert found is not None
+        pid = found
         assert alive(pid)
         with open(f"/proc/{pid}/stat") as fh:
             assert int(fh.read().split(") ", 1)[1].split()[1]) == daemon.pid  # its parent

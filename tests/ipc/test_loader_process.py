@@ -9,6 +9,7 @@ import signal
 import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -151,13 +152,16 @@ async def host(tmp_path: Path) -> AsyncIterator[tuple[Bus, PluginHost]]:
     await bus.aclose()
 
 
-async def _report(bus: Bus, message: str) -> ForeignValue:
+async def _report(bus: Bus, message: str) -> dict[str, Any]:
+    """The plugin's VersionReport, as data: the host has no such class."""
     async with asyncio.timeout(20):
         av, ref = await exec_one_off(bus, Boilerplate(message))
     ref.release()
     assert av is not None
-    assert isinstance(av.value, ForeignValue)  # the host has no VersionReport class
-    return av.value
+    assert isinstance(av.value, ForeignValue)
+    assert av.value.type == "cbus_ipc_old:VersionReport"
+    assert isinstance(av.value.data, dict)
+    return av.value.data
 
 
 async def test_conflicting_dependency_serves_from_a_process_and_is_refused_in_process(
@@ -174,7 +178,7 @@ async def test_conflicting_dependency_serves_from_a_process_and_is_refused_in_pr
     assert alive(record.pid)
     ref = await start_controller(bus, "test/ipc/old/1", greeting="hello")
     report = await _report(bus, "which click?")
-    assert report.data == {
+    assert report == {
         "greeting": "hello",
         "click": "7.0",
         "pid": record.pid,
@@ -216,7 +220,7 @@ async def test_reload_with_syntax_error_keeps_the_old_child_serving_then_a_good_
     old_pid = old.status.pid
     assert old_pid is not None
     ref = await start_controller(bus, "test/ipc/old/1")
-    assert (await _report(bus, "before")).data["generation"] == "good1"  # type: ignore[index]
+    assert (await _report(bus, "before"))["generation"] == "good1"
 
     # A syntax error is caught while installing; an import error when the new child
     # starts (before the old one is stopped). Either way the old child serves on.
@@ -244,7 +248,7 @@ async def test_reload_with_syntax_error_keeps_the_old_child_serving_then_a_good_
         assert record.error is not None
         assert why in record.error
         assert alive(old_pid)
-        assert (await _report(bus, f"during {why}")).data["pid"] == old_pid  # type: ignore[index]
+        assert (await _report(bus, f"during {why}"))["pid"] == old_pid
 
     await plugin_host.load(make_wheel(tmp_path, generation="good333"))
     new = plugin_host.process_plugin("ipc-old")
@@ -253,8 +257,8 @@ async def test_reload_with_syntax_error_keeps_the_old_child_serving_then_a_good_
     await eventually(lambda: not alive(old_pid), within=10)
     # The held LoadControllerWithConfig is re-resolved by the new generation.
     report = await _report(bus, "after")
-    assert report.data["generation"] == "good333"  # type: ignore[index]
-    assert report.data["pid"] == new.status.pid  # type: ignore[index]
+    assert report["generation"] == "good333"
+    assert report["pid"] == new.status.pid
     ref.release()
 
 
@@ -278,5 +282,5 @@ async def test_kill_9_of_the_child_is_in_the_manifest(
     assert on_disk is not None
     assert on_disk.pid != first.pid
     assert on_disk.last_exit == "child exited (killed by SIGKILL)"
-    assert (await _report(bus, "again")).data["pid"] == on_disk.pid  # type: ignore[index]
+    assert (await _report(bus, "again"))["pid"] == on_disk.pid
     ref.release()
