@@ -15,7 +15,12 @@ Everything uses a real host bus (``new_core_bus``) and the echo plugin of
    the same transport, no bus).
 2. **Throughput** of values streamed from a plugin (``Stream(n)`` → n values), in
    values per second, process vs in-process.
-3. **Host RSS** over N start/serve/stop cycles of a process plugin (a reload of a
+3. **Reload, save to serving**, through a real ``PluginHost`` with two wheels of a
+   tiny plugin (alternating): ``load()`` (verify, install a generation, switch)
+   plus starting the plugin's controller and its first answer; in-process (with
+   the default trial import) vs process isolation (the new child's start is the
+   trial).
+4. **Host RSS** over N start/serve/stop cycles of a process plugin (a reload of a
    process plugin is exactly this: a new child, the old one ends): growth from the
    end of the first cycle to the end of the last, from ``/proc/self/statm``.
 """
@@ -28,14 +33,17 @@ import gc
 import os
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from benchmarks.harness import Row, print_table, write_json
 from controllerbus.bus import Bus, CallbackHandler, LoadControllerWithConfig, exec_one_off
+from controllerbus.bus.directives import LoadConfigConstructorByID
 from controllerbus.bus.executor import wait_exec_controller_running
 from controllerbus.core import new_core_bus
+from controllerbus.example.boilerplate import Boilerplate
 from controllerbus.ipc.host import ProcessPlugin, remote_config_class
 from controllerbus.ipc.messages import Heartbeat
 from controllerbus.ipc.transport import open_connection, socketpair
@@ -44,6 +52,10 @@ PLUGINS = Path(__file__).resolve().parents[1] / "tests" / "ipc" / "plugins"
 sys.path.insert(0, str(PLUGINS))
 
 import ipc_echo  # type: ignore[import-not-found]  # noqa: E402
+from tests.ipc.test_loader_process import make_wheel  # noqa: E402
+
+from controllerbus.loader.host import PluginHost  # noqa: E402
+from controllerbus.loader.state import StateDir  # noqa: E402
 
 ECHO_ID = "test/ipc/echo/1"
 
@@ -134,6 +146,40 @@ async def _floor(n: int) -> list[float]:
     return times
 
 
+async def _serve_once(bus: Bus) -> Any:
+    """Start the reloaded plugin's controller and get its first answer; return the ref."""
+    av, cref = await exec_one_off(bus, LoadConfigConstructorByID("test/ipc/old/1"))
+    assert av is not None
+    config = av.value.construct()
+    cref.release()
+    ref = await _start_echo(bus, config)
+    answer, aref = await exec_one_off(bus, Boilerplate(f"serving {time.perf_counter()}"))
+    assert answer is not None
+    aref.release()
+    return ref
+
+
+async def _reloads(isolation: str, wheels: list[Path], repeat: int) -> list[float]:
+    times = []
+    with tempfile.TemporaryDirectory(prefix="bench-ipc-") as tmp:
+        bus, _ = new_core_bus()
+        with StateDir(Path(tmp) / "state") as state:
+            host = PluginHost(bus, state, isolation=isolation)  # type: ignore[arg-type]
+            await host.load(wheels[0])
+            ref = await _serve_once(bus)
+            for i in range(1, repeat + 1):
+                ref.release()
+                del ref  # its handler's closure would keep the old controller alive
+                started = time.perf_counter()
+                await host.load(wheels[i % 2])
+                ref = await _serve_once(bus)
+                times.append(time.perf_counter() - started)
+            ref.release()
+            await host.aclose()
+        await bus.aclose()
+    return times
+
+
 def _plugin(bus: Bus) -> ProcessPlugin:
     return ProcessPlugin(
         bus,
@@ -144,7 +190,9 @@ def _plugin(bus: Bus) -> ProcessPlugin:
     )
 
 
-async def run(round_trips: int, stream: int, cycles: int) -> tuple[list[Row], dict[str, Any]]:
+async def run(
+    round_trips: int, stream: int, cycles: int, reloads: int
+) -> tuple[list[Row], dict[str, Any]]:
     rows: list[Row] = []
     extra: dict[str, Any] = {}
 
@@ -186,6 +234,23 @@ async def run(round_trips: int, stream: int, cycles: int) -> tuple[list[Row], di
         for name, samples in (("in-process", inproc), ("process", proc), ("floor", floor))
     }
 
+    # Reloads through the plugin host.
+    with tempfile.TemporaryDirectory(prefix="bench-ipc-wheels-") as tmp:
+        wheels = [
+            make_wheel(Path(tmp), generation=name, conflict=False) for name in ("aaaa", "bbbbb")
+        ]
+        inproc_reload = await _reloads("inprocess", wheels, reloads)
+        proc_reload = await _reloads("process", wheels, reloads)
+    rows.append(_summary("reload in-process, save to serving", inproc_reload, note="trial: fork"))
+    rows.append(
+        _summary(
+            "reload process plugin, save to serving",
+            proc_reload,
+            baseline="reload in-process, save to serving",
+            note="trial: the new child",
+        )
+    )
+
     # RSS over start/serve/stop cycles.
     bus, _ = new_core_bus()
     rss: list[int] = []
@@ -224,7 +289,8 @@ def main(argv: list[str] | None = None) -> int:
     round_trips = 300 if args.quick else 2000
     stream = 2000 if args.quick else 20000
     cycles = args.cycles or (20 if args.quick else 1000)
-    rows, extra = asyncio.run(run(round_trips, stream, cycles))
+    reloads = 4 if args.quick else 10
+    rows, extra = asyncio.run(run(round_trips, stream, cycles, reloads))
     print_table("process plugins (IPC)", rows)
     rates = extra["stream_values_per_s"]
     print(

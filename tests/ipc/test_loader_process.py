@@ -93,8 +93,17 @@ PLUGIN = StaticPlugin(
 '''
 
 
-def make_wheel(root: Path, *, generation: str, declare: str | None = None, extra: str = "") -> Path:
+def make_wheel(
+    root: Path,
+    *,
+    generation: str,
+    declare: str | None = None,
+    extra: str = "",
+    conflict: bool = True,
+) -> Path:
     """A plugin wheel shipping its own ``click`` 7.0 (the host requires >= 8.1).
+
+    With ``conflict=False`` it ships no ``click`` and requires nothing (loads in-process).
 
     ``click`` because the child's own runtime does not import it: packages the
     child runtime imports (pydantic, packaging, PyYAML) must stay compatible.
@@ -102,11 +111,13 @@ def make_wheel(root: Path, *, generation: str, declare: str | None = None, extra
     project = root / f"project-{generation}"
     src = project / "src"
     (src / "cbus_ipc_old").mkdir(parents=True)
-    (src / "click").mkdir()
-    (src / "cbus_ipc_old" / "__init__.py").write_text(
-        PLUGIN_SOURCE.format(generation=generation, extra=extra)
-    )
-    (src / "click" / "__init__.py").write_text('__version__ = "7.0"\n')
+    source = PLUGIN_SOURCE.format(generation=generation, extra=extra)
+    if conflict:
+        (src / "click").mkdir()
+        (src / "click" / "__init__.py").write_text('__version__ = "7.0"\n')
+    else:  # no vendored click: report the host's without its deprecated __version__
+        source = source.replace("click.__version__", '"host"')
+    (src / "cbus_ipc_old" / "__init__.py").write_text(source)
     isolation = (
         f'[project.entry-points."controllerbus.isolation"]\nipc-old = "{declare}"\n'
         if declare
@@ -123,14 +134,14 @@ def make_wheel(root: Path, *, generation: str, declare: str | None = None, extra
             name = "cbus-ipc-old"
             version = "1.0.{len(generation)}+cbus.{generation}"
             requires-python = ">=3.11"
-            dependencies = ["click==7.0"]
+            dependencies = [{'"click==7.0"' if conflict else ""}]
 
             [project.entry-points."controllerbus.plugins"]
             ipc-old = "cbus_ipc_old:PLUGIN"
 
             {isolation}
             [tool.hatch.build.targets.wheel]
-            packages = ["src/cbus_ipc_old", "src/click"]
+            packages = ["src/cbus_ipc_old"{', "src/click"' if conflict else ""}]
             """
         )
     )
