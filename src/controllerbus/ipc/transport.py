@@ -97,6 +97,7 @@ class Connection:
         self.close_reason: str | None = None
         self._corked: list[bytes] = []
         self._corked_size = 0
+        self._turn_open = False
 
     @property
     def closed(self) -> bool:
@@ -116,7 +117,8 @@ class Connection:
     def send_nowait(self, message: Message) -> None:
         """Queue ``message`` without waiting (for synchronous callers).
 
-        Frames queued in one turn of the event loop go out in one write (one
+        The first frame of a loop turn is written at once; the frames after it in
+        the same turn go out together in one write at the end of the turn (one
         system call and one wake-up of the peer instead of one per message).
 
         Raises:
@@ -133,12 +135,19 @@ class Connection:
                 f"{self.name}: {queued} bytes already queued for a peer that does not "
                 f"read (limit {self.max_buffered})"
             )
-        if not self._corked:
-            asyncio.get_running_loop().call_soon(self._flush)
-        self._corked.append(frame)
-        self._corked_size += len(frame)
+        if self._turn_open:
+            # Not the first frame of this loop turn: coalesce into one write.
+            self._corked.append(frame)
+            self._corked_size += len(frame)
+            return
+        # The first frame of a turn goes out at once (lowest latency); the ones
+        # after it in the same turn wait for the flush at the end of the turn.
+        self._writer.write(frame)
+        self._turn_open = True
+        asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
+        self._turn_open = False
         frames, self._corked, self._corked_size = self._corked, [], 0
         if frames and not self._closed and not self._writer.is_closing():
             self._writer.write(b"".join(frames))
