@@ -27,6 +27,7 @@ ends the controller with an error instead of silently missing changes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -266,8 +267,9 @@ class FilesystemLoaderController:
         try:
             # The first sync ran before the watcher existed; its first batch (once the
             # watch is set up) is the catch-up sync, so a wheel written meanwhile counts.
-            async for _batch in watcher:
-                await self.sync()
+            async with contextlib.aclosing(aiter(watcher)) as batches:
+                async for _batch in batches:
+                    await self.sync()
         except WatchError as exc:
             reason = exc.__cause__ or exc
             raise LoaderError(
