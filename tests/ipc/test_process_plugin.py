@@ -59,7 +59,7 @@ async def test_plugin_controllers_answer_on_the_host_bus(bus: Bus, make_plugin: 
     ref = await start_controller(bus, "test/ipc/echo/1", prefix="re: ")
     reply = await _echo(bus, "hi")
     assert reply == ipc_echo.EchoReply("re: hi", pid)
-    # A config class the host has (the boilerplate) travels too; the BUS.md example.
+    # A config class the host has (the boilerplate) travels too: printed_len 44 + 11.
     boiler = await start_controller(bus, "controllerbus/example/boilerplate/1", exampleField="t")
     async with asyncio.timeout(15):
         av, bref = await exec_one_off(bus, Boilerplate("hello world"))
