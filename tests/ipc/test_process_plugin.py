@@ -17,11 +17,13 @@ from controllerbus.bus import (
     BackoffPolicy,
     Bus,
     CallbackHandler,
+    ConstructOpts,
     ExecControllerValue,
     LoadControllerWithConfig,
     exec_collect_values,
     exec_one_off,
 )
+from controllerbus.example import boilerplate
 from controllerbus.example.boilerplate import Boilerplate, BoilerplateResult
 from controllerbus.ipc.host import ProcessPluginError, remote_config_class
 from tests.helpers import eventually
@@ -50,6 +52,7 @@ async def test_plugin_controllers_answer_on_the_host_bus(bus: Bus, make_plugin: 
     ready = await plugin.start()
     assert {f.config_id for f in ready.factories} == {
         "test/ipc/echo/1",
+        "test/ipc/ask/1",
         "controllerbus/example/boilerplate/1",
     }
     pid = plugin.status.pid
@@ -67,6 +70,23 @@ async def test_plugin_controllers_answer_on_the_host_bus(bus: Bus, make_plugin: 
     assert av.value == BoilerplateResult(printed_len=55)
     bref.release()
     boiler.release()
+    ref.release()
+
+
+async def test_a_child_controller_asks_the_host_bus(bus: Bus, make_plugin: MakePlugin) -> None:
+    """Directives flow the other way too: the child's controller is answered by the host."""
+    host_side = boilerplate.BoilerplateController(
+        boilerplate.BoilerplateConfig(example_field="host"), ConstructOpts()
+    )
+    bus.run_controller(host_side)
+    plugin = make_plugin()
+    await plugin.start()
+    ref = await start_controller(bus, "test/ipc/ask/1")
+    assert (await _echo(bus, "ask")).text == "host says printed_len=58"  # 44 + 14
+    assert not any(  # the child's Boilerplate was not asked back of the child
+        isinstance(inst.get_directive(), Boilerplate) and len(inst.get_values()) != 1
+        for inst in bus.get_directives()
+    )
     ref.release()
 
 

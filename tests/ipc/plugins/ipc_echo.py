@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from controllerbus.bus import (
     Resolver,
     ResolverHandler,
     ValueOptions,
+    exec_one_off,
 )
 from controllerbus.example import boilerplate
 from controllerbus.plugin import StaticPlugin
@@ -128,9 +130,53 @@ class EchoController:
         pass
 
 
+class AskConfig(Config):
+    CONFIG_ID: ClassVar[str] = "test/ipc/ask/1"
+    message: str = "from the child"
+
+
+class _AskResolver:
+    def __init__(self, ctrl: AskController) -> None:
+        self._ctrl = ctrl
+
+    async def resolve(self, handler: ResolverHandler) -> None:
+        await self._ctrl._answered.wait()
+        handler.add_value(EchoReply(self._ctrl._answer, os.getpid()))
+
+
+class AskController:
+    """Asks the host's bus (a Boilerplate directive) and answers Echo("ask") with it."""
+
+    def __init__(self, bus: Bus, config: AskConfig) -> None:
+        self._bus = bus
+        self._config = config
+        self._answer = ""
+        self._answered = asyncio.Event()
+
+    def get_controller_info(self) -> ControllerInfo:
+        return ControllerInfo(AskConfig.CONFIG_ID, "0.0.1", "ask")
+
+    async def execute(self) -> None:
+        av, ref = await exec_one_off(self._bus, boilerplate.Boilerplate(self._config.message))
+        assert av is not None
+        self._answer = f"host says printed_len={av.value.printed_len}"
+        self._answered.set()
+        ref.release()
+
+    def handle_directive(self, inst: DirectiveInstance) -> Sequence[Resolver]:
+        d = inst.get_directive()
+        if isinstance(d, Echo) and d.text == "ask":
+            return [_AskResolver(self)]
+        return []
+
+    def close(self) -> None:
+        pass
+
+
 def _factories(bus: Bus) -> list[object]:
     return [
         ControllerFactory(EchoConfig, EchoController, version="0.0.1"),
+        ControllerFactory(AskConfig, lambda c, _o: AskController(bus, c), version="0.0.1"),
         boilerplate.new_factory(bus),
     ]
 
