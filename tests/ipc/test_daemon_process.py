@@ -78,6 +78,22 @@ def test_kill_9_of_the_daemon_leaves_no_plugin_child(tmp_path: Path) -> None:
         assert alive(pid)
         with open(f"/proc/{pid}/stat") as fh:
             assert int(fh.read().split(") ", 1)[1].split()[1]) == daemon.pid  # its parent
+        listed = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "controllerbus.cli",
+                "plugins",
+                "list",
+                "--state-dir",
+                str(state),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout
+        assert f"process: pid {pid}, restarts 0" in listed
         os.kill(daemon.pid, signal.SIGKILL)
         daemon.wait(timeout=10)
         eventually_sync(

@@ -229,6 +229,9 @@ def format_manifest(records: Sequence[ManifestRecord]) -> str:
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(header, widths, strict=True)).rstrip()]
     for record, row in zip(records, rows, strict=True):
         lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        if record.isolation == "process":
+            exit_text = f", last exit: {record.last_exit}" if record.last_exit else ""
+            lines.append(f"    process: pid {record.pid}, restarts {record.restarts}{exit_text}")
         if record.error:
             lines.append("    error: " + record.error.replace("\n", "\n    "))
         for leak in record.leaks:
