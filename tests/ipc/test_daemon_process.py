@@ -23,6 +23,10 @@ boilerplate-demo-0:
   config:
     exampleField: testing
   id: controllerbus/example/boilerplate/1
+old-0:
+  config:
+    greeting: from the config set
+  id: test/ipc/old/1
 """
 
 
@@ -94,6 +98,12 @@ def test_kill_9_of_the_daemon_leaves_no_plugin_child(tmp_path: Path) -> None:
             check=True,
         ).stdout
         assert f"process: pid {pid}, restarts 0" in listed
+        # The config set reached the child through the proxy factory (a RemoteConfig).
+        eventually_sync(
+            lambda: "controller started: test/ipc/old/1" in log.read_text(),
+            within=30,
+            failure=lambda: f"the config set's controller did not start; log:\n{log.read_text()}",
+        )
         os.kill(daemon.pid, signal.SIGKILL)
         daemon.wait(timeout=10)
         eventually_sync(
