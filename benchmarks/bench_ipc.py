@@ -175,6 +175,8 @@ async def _reloads(isolation: str, wheels: list[Path], repeat: int) -> list[floa
                 ref = await _serve_once(bus)
                 times.append(time.perf_counter() - started)
             ref.release()
+            del ref
+            await asyncio.sleep(0.05)  # let the disposal run before the final unload
             await host.aclose()
         await bus.aclose()
     return times
