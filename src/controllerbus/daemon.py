@@ -34,6 +34,7 @@ from controllerbus.loader.filesystem import (
     new_filesystem_loader_factory,
 )
 from controllerbus.loader.host import PluginHost
+from controllerbus.loader.sandbox import DEFAULT_LIMITS, TrialLimits
 from controllerbus.loader.state import StateDir
 
 __all__ = [
@@ -61,6 +62,9 @@ class DaemonOptions:
         plugins_dir: a directory of plugin wheels to load (``None``: no plugins).
         state_dir: where generations and the manifest live.
         watch: re-sync the plugins directory on change.
+        trial_limits: deadline and resource limits of every plugin's trial import.
+        insecure_permissions: trust plugins/state directories and wheels that others
+            could write (:mod:`~controllerbus.loader.permissions`).
         isolation: where plugins run unless their metadata says otherwise:
             ``inprocess`` (default) or ``process`` (see docs/ipc.md).
     """
@@ -70,6 +74,8 @@ class DaemonOptions:
     plugins_dir: Path | None = None
     state_dir: Path = DEFAULT_STATE_DIR
     watch: bool = True
+    trial_limits: TrialLimits = DEFAULT_LIMITS
+    insecure_permissions: bool = False
     isolation: Literal["inprocess", "process"] = "inprocess"
 
 
@@ -167,7 +173,16 @@ async def _start_plugin_loader(
     applier: ConfigSetApplier,
 ) -> _PluginLoader:
     assert options.plugins_dir is not None
-    host = PluginHost(bus, state, on_change=applier.refresh, isolation=options.isolation)
+    if options.insecure_permissions:
+        logger.warning("permission checks are off (--insecure-permissions)")
+    host = PluginHost(
+        bus,
+        state,
+        on_change=applier.refresh,
+        limits=options.trial_limits,
+        insecure_permissions=options.insecure_permissions,
+        isolation=options.isolation,
+    )
     static.add_factory(new_filesystem_loader_factory(host))
     directive = LoadControllerWithConfig(
         FilesystemLoaderConfig(dir=str(options.plugins_dir), watch=options.watch)
