@@ -16,6 +16,7 @@ import logging
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from controllerbus._fs import write_atomic
 from controllerbus.bus.bus import Bus
@@ -72,6 +73,8 @@ class DaemonOptions:
         trial_limits: deadline and resource limits of every plugin's trial import.
         insecure_permissions: trust plugins/state directories and wheels that others
             could write (:mod:`~controllerbus.loader.permissions`).
+        isolation: where plugins run unless their metadata says otherwise:
+            ``inprocess`` (default) or ``process`` (see docs/ipc.md).
     """
 
     config_path: Path = DEFAULT_CONFIG
@@ -81,6 +84,7 @@ class DaemonOptions:
     watch: bool = True
     trial_limits: TrialLimits = DEFAULT_LIMITS
     insecure_permissions: bool = False
+    isolation: Literal["inprocess", "process"] = "inprocess"
     trust: Path | None = None
     find_links: tuple[Path, ...] = ()
     index_url: str | None = None
@@ -217,6 +221,7 @@ async def _start_plugin_loader(
         limits=options.trial_limits,
         insecure_permissions=options.insecure_permissions,
         policy=policy,
+        isolation=options.isolation,
     )
     static.add_factory(new_filesystem_loader_factory(host))
     directive = LoadControllerWithConfig(
