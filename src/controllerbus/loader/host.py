@@ -298,7 +298,9 @@ class PluginHost:
         them: the loads that follow find them installed (a cold start of many plugins).
         Errors are left for those loads to report."""
         async with self._lock:  # so no gc runs between an install and its recording
-            self._ahead |= await install_all_ahead(self._state.path, self._policy, wheels)
+            self._ahead |= await install_all_ahead(
+                self._state.path, self._policy, wheels, verify=self._verify
+            )
 
     async def _load(self, wheel: Path) -> LoadResult:
         started = time.perf_counter()

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -146,7 +146,12 @@ async def start_index_mirror(
     )
 
 
-def install_ahead(state_dir: Path, policy: LoadPolicy, wheel: Path) -> str | None:
+def install_ahead(
+    state_dir: Path,
+    policy: LoadPolicy,
+    wheel: Path,
+    verify: Callable[[Path], VerifiedWheel] = verify_wheel,
+) -> str | None:
     """Trust-check, verify, resolve and install ``wheel``'s generation; no activation.
 
     Returns the generation id, or ``None`` for a wheel that is no plugin. Blocking.
@@ -155,7 +160,7 @@ def install_ahead(state_dir: Path, policy: LoadPolicy, wheel: Path) -> str | Non
         LoaderError: whatever a load would raise for these steps.
     """
     trusted = policy.check_trust(wheel)
-    verified = verify_wheel(wheel)
+    verified = verify(wheel)
     policy.same_bytes(trusted, verified)
     if not verified.entry_points:
         return None
@@ -165,7 +170,12 @@ def install_ahead(state_dir: Path, policy: LoadPolicy, wheel: Path) -> str | Non
 
 
 async def install_all_ahead(
-    state_dir: Path, policy: LoadPolicy, wheels: Sequence[Path], *, workers: int = 4
+    state_dir: Path,
+    policy: LoadPolicy,
+    wheels: Sequence[Path],
+    *,
+    workers: int = 4,
+    verify: Callable[[Path], VerifiedWheel] = verify_wheel,
 ) -> set[str]:
     """:func:`install_ahead` for independent wheels in parallel threads.
 
@@ -182,7 +192,7 @@ async def install_all_ahead(
     async def one(wheel: Path) -> None:
         async with gate:
             try:
-                gid = await asyncio.to_thread(install_ahead, state_dir, policy, wheel)
+                gid = await asyncio.to_thread(install_ahead, state_dir, policy, wheel, verify)
             except LoaderError as exc:
                 logger.debug("install ahead of %s failed (the load will say why): %s", wheel, exc)
                 return
