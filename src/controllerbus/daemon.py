@@ -217,7 +217,7 @@ async def _start_plugin_loader(
     host = PluginHost(
         bus,
         state,
-        on_change=applier.refresh,
+        on_config_ids_changed=applier.refresh_config_ids,
         limits=options.trial_limits,
         insecure_permissions=options.insecure_permissions,
         policy=policy,

@@ -47,6 +47,7 @@ from controllerbus.bus.protocols import (
     Resolver,
     ResolverHandler,
     ValueOptions,
+    IndexedFactoryResolver,
     WatchableFactoryResolver,
 )
 from controllerbus.bus.resolver import ResolverController, StaticResolver
@@ -90,6 +91,7 @@ __all__ = [
     "StaticResolver",
     "TaskSet",
     "ValueOptions",
+    "IndexedFactoryResolver",
     "WatchableFactoryResolver",
     "directive_label",
     "exec_collect_values",

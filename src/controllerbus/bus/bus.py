@@ -167,12 +167,18 @@ class Bus:
         """
         if self._closed:
             raise BusError("bus is closed; cannot execute a controller")
+        self._attach(controller)
+        await self._run_attached(controller)
+
+    def _attach(self, controller: Controller) -> None:
+        self._controllers.append(controller)
+        self.add_handler(controller)
+
+    async def _run_attached(self, controller: Controller) -> None:
         info = controller.get_controller_info()
         task = asyncio.current_task()
         if task is not None:
             self._executing.add(task)
-        self._controllers.append(controller)
-        self.add_handler(controller)
         logger.info(
             "controller started: %s@%s", info.id, info.version, extra={"controller": info.id}
         )
@@ -197,9 +203,24 @@ class Bus:
                 self._executing.discard(task)
 
     def run_controller(self, controller: Controller) -> asyncio.Task[None]:
-        """Execute ``controller`` in a task owned by the bus (cancelled by :meth:`aclose`)."""
+        """Execute ``controller`` in a task owned by the bus (cancelled by :meth:`aclose`).
+
+        The controller is attached (offered every live directive) before this returns,
+        so a lookup made right after is answered by it.
+
+        Raises:
+            BusError: the bus is closed.
+        """
+        if self._closed:
+            raise BusError("bus is closed; cannot execute a controller")
         info = controller.get_controller_info()
-        return self.spawn(self.execute_controller(controller), name=f"controller {info.id}")
+        # Spawned first, so its first step (``execute()`` subscribing to changes) runs
+        # before the resolvers attaching starts.
+        task = self.spawn(self._run_attached(controller), name=f"controller {info.id}")
+        # A task cancelled before its first step never runs its ``finally``.
+        task.add_done_callback(lambda _task: self.remove_controller(controller))
+        self._attach(controller)
+        return task
 
     def remove_controller(self, controller: Controller) -> list[asyncio.Task[None]]:
         """Detach ``controller``: it is offered nothing more and its resolvers stop.

@@ -44,6 +44,7 @@ __all__ = [
     "Resolver",
     "ResolverHandler",
     "ValueOptions",
+    "IndexedFactoryResolver",
     "WatchableFactoryResolver",
 ]
 
@@ -241,6 +242,22 @@ class FactoryResolver(Protocol):
     async def get_config_ctor_by_id(self, config_id: str) -> ConfigConstructor | None: ...
 
     async def get_factory_matching_config(self, config: Config) -> Factory | None: ...
+
+
+class IndexedFactoryResolver(FactoryResolver, Protocol):
+    """Optional extension of :class:`FactoryResolver`: says, without awaiting, whether
+    it serves a config id.
+
+    Its resolver controller then attaches no resolver to a directive for an id it
+    does not serve, so a lookup costs one resolver task, not one per resolver on the
+    bus. The answer must be current: a resolver whose factories change at runtime
+    must also be a :class:`WatchableFactoryResolver` (the re-offer after a change asks
+    again).
+    """
+
+    def serves_config_id(self, config_id: str) -> bool:
+        """Whether a factory for ``config_id`` is registered now."""
+        ...
 
 
 FactoriesChanged = Callable[[frozenset[str]], None]

@@ -107,6 +107,10 @@ class StaticResolver:
             self._notify(config_id)
         return factory
 
+    def serves_config_id(self, config_id: str) -> bool:
+        """Whether a factory for ``config_id`` is registered (``IndexedFactoryResolver``)."""
+        return config_id in self._factories
+
     def get_factories(self) -> list[Factory]:
         """The registered factories, ordered by config id."""
         return [self._factories[k] for k in sorted(self._factories)]
@@ -153,6 +157,11 @@ class ResolverController:
         self._bus = bus
         self._resolver = resolver
         self._closed = asyncio.Event()
+        serves = getattr(resolver, "serves_config_id", None)
+        self._serves: Callable[[str], bool] | None = serves if callable(serves) else None
+        # A watchable resolver's index is trusted only once its changes are followed
+        # (execute() subscribed): until then every lookup gets a resolver, as before.
+        self._index_live = not callable(getattr(resolver, "subscribe", None))
         rid, rver = resolver.resolver_id(), resolver.resolver_version()
         self._info = ControllerInfo(
             id=f"controllerbus/resolver/{rid}/{rver}",
@@ -185,13 +194,23 @@ class ResolverController:
                 loop.call_soon_threadsafe(self._factories_changed, config_ids)
 
         unsubscribe = subscribe(changed)
+        self._index_live = True
         try:
             await forever()
         finally:
+            self._index_live = False
             unsubscribe()
 
     def handle_directive(self, inst: DirectiveInstance) -> Sequence[Resolver]:
         directive = inst.get_directive()
+        config_id = _config_id_of(directive)
+        if (
+            config_id is not None
+            and self._index_live
+            and self._serves is not None
+            and not self._serves(config_id)
+        ):
+            return []  # an indexed resolver without that id: no resolver task at all
         if isinstance(directive, LoadControllerWithConfig):
             return [_LoadControllerResolver(self, directive.config)]
         if isinstance(directive, LoadFactoryByConfig):

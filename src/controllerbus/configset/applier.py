@@ -3,8 +3,9 @@
 :func:`read_config_document` reads the file's envelope; :class:`ConfigSetApplier`
 keeps one :class:`~controllerbus.configset.controller.ApplyConfigSet` directive on
 the bus for it, typed against the factories the bus has *now*, so that a reloaded
-plugin's keys restart on the new code (the daemon passes :meth:`ConfigSetApplier.refresh`
-as the plugin host's ``on_change``).
+plugin's keys restart on the new code (the daemon passes
+:meth:`ConfigSetApplier.refresh_config_ids` as the plugin host's
+``on_config_ids_changed``: only the keys of the changed config ids are re-typed).
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ class ConfigSetApplier:
         self._raw = dict(raw)
         self._source = source
         self._ref: Reference | None = None
+        self._typed: ConfigSet = {}
         self._closed = False
 
     async def apply(self, *, strict: bool) -> ConfigSet:
@@ -92,8 +94,13 @@ class ConfigSetApplier:
         typed = await resolve_config_set(
             self._bus, self._raw, source=self._source, skip_unknown=not strict
         )
+        await self._push(typed)
+        return typed
+
+    async def _push(self, typed: ConfigSet) -> None:
+        """Swap the directive for one of ``typed``; return once every key reported."""
         if self._closed:
-            return typed
+            return
         pushed = asyncio.get_running_loop().create_future()
         seen: set[str] = set()
 
@@ -116,7 +123,7 @@ class ConfigSetApplier:
                 logger.warning("config set: not every key reported a state within 10 s")
         if old is not None:
             old.release()
-        return typed
+        self._typed = dict(typed)
 
     async def refresh(self) -> None:
         """Re-type after a plugin change (the ``PluginHost`` ``on_change`` hook)."""
@@ -127,9 +134,41 @@ class ConfigSetApplier:
         except ConfigError as exc:
             logger.error("config set could not be re-applied after a plugin change: %s", exc)
 
+    async def refresh_config_ids(self, config_ids: frozenset[str] | None) -> None:
+        """Re-type only the keys whose config id is in ``config_ids`` (the plugin host's
+        ``on_config_ids_changed`` hook); ``None``: every key (:meth:`refresh`).
+
+        The other keys keep the configs they were typed with: their factories did
+        not change, so re-typing them would only cost a lookup each.
+        """
+        if config_ids is None:
+            await self.refresh()
+            return
+        if self._ref is None or self._closed:
+            return
+        wanted = {key: entry for key, entry in self._raw.items() if entry.id in config_ids}
+        if not wanted:
+            return
+        try:
+            retyped = await resolve_config_set(
+                self._bus, wanted, source=self._source, skip_unknown=True
+            )
+        except ConfigError as exc:
+            logger.error("config set could not be re-applied after a plugin change: %s", exc)
+            return
+        typed: ConfigSet = {}
+        for key in self._raw:  # document order, as apply() builds it
+            if key in wanted:
+                if key in retyped:
+                    typed[key] = retyped[key]
+            elif key in self._typed:
+                typed[key] = self._typed[key]
+        await self._push(typed)
+
     def close(self) -> None:
         """Release the directive: every key's controller stops."""
         self._closed = True
+        self._typed = {}
         if self._ref is not None:
             self._ref.release()
             self._ref = None

@@ -36,7 +36,7 @@ import dataclasses
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -158,6 +158,11 @@ class PluginHost:
             the old generation's objects are checked for leaks: the place to drop
             references to the old generation's objects (the daemon re-types its
             config set there, so configs of the old classes go away).
+        on_config_ids_changed: like ``on_change`` (awaited at the same points, after
+            ``on_change``), told the config ids whose factories were added, replaced
+            or removed, or ``None`` when not known (a rollback): the daemon re-types
+            only the config-set keys of those ids, so a reload among many plugins
+            costs what it costs alone.
         policy: trust file and dependency-wheel directories
             (:class:`~controllerbus.loader.production.LoadPolicy`; default: no
             pinning, no dependency wheels).
@@ -182,6 +187,7 @@ class PluginHost:
         trials: TrialRunner | None = None,
         stop_timeout: float = 10.0,
         on_change: Callable[[], Awaitable[None]] | None = None,
+        on_config_ids_changed: Callable[[frozenset[str] | None], Awaitable[None]] | None = None,
         limits: TrialLimits = DEFAULT_LIMITS,
         insecure_permissions: bool = False,
         policy: LoadPolicy | None = None,
@@ -200,6 +206,8 @@ class PluginHost:
         self._isolation_overrides = dict(isolation_overrides or {})
         self._process_options = dict(process_options or {})
         self._on_change = on_change
+        self._on_ids_changed = on_config_ids_changed
+        self._retired_ids: dict[str, tuple[str, ...]] = {}
         self._state = state
         self._limits = limits
         self._trials = trials if trials is not None else default_trial_runner(state.tmp_dir, limits)
@@ -353,14 +361,16 @@ class PluginHost:
             phases.mark("activate")
         except LoaderError as exc:
             restored = old_generation is not None and self._rollback(key, old_generation)
-            await self._changed()
+            self._retired_ids.pop(key, None)
+            await self._changed(None)
             if detached is not None:
                 await self._confirm(detached)
             self._failed(key, wheel, verified, exc, serving=restored)
             raise
+        old_ids = self._retired_ids.pop(key, ())
         self._active[key] = active
         self._trials.start()
-        await self._changed()
+        await self._changed({*old_ids, *_config_ids(active)})
         phases.mark("on_change")
         replaced = await self._confirm(detached) if detached is not None else None
         phases.mark("leak check")
@@ -453,9 +463,10 @@ class PluginHost:
             raise PluginPrepareError(key, generation.wheel.path, str(exc)) from None
         detached = await self._deactivate(key) if key in self._active else None
         plugin.begin()
+        old_ids = self._retired_ids.pop(key, ())
         self._active[key] = ProcessActive(key, generation, plugin)
         plugin.on_change = lambda p: self._book.process_changed(key, p.status.as_dict())
-        await self._changed()
+        await self._changed({*old_ids, *_config_ids(self._active[key])})
         replaced = await self._confirm(detached) if detached is not None else None
         load_ms = (time.perf_counter() - started) * 1000
         config_ids = sorted(f.config_id for f in plugin.factories)
@@ -575,7 +586,7 @@ class PluginHost:
                 loaded = ", ".join(sorted(self._active)) or "none"
                 raise LoaderError(f"plugin {binary_id} is not loaded (loaded: {loaded})")
             detached = await self._deactivate(binary_id)
-            await self._changed()
+            await self._changed(self._retired_ids.pop(binary_id, ()))
             report = await self._confirm(detached)
             self._book.unloaded(binary_id, report.survivors)
             self._gc()
@@ -589,15 +600,22 @@ class PluginHost:
         await self._trials.aclose()
         return reports
 
-    async def _changed(self) -> None:
-        if self._on_change is None:
-            return
-        try:
-            await self._on_change()
-        except Exception:
-            logger.exception("the on_change hook of the plugin host failed")
+    async def _changed(self, config_ids: Iterable[str] | None) -> None:
+        hooks: list[Callable[[], Awaitable[None]]] = []
+        if self._on_change is not None:
+            hooks.append(self._on_change)
+        if (on_ids := self._on_ids_changed) is not None:
+            ids = None if config_ids is None else frozenset(config_ids)
+            hooks.append(lambda: on_ids(ids))
+        for hook in hooks:
+            try:
+                await hook()
+            except Exception:
+                logger.exception("the on_change hook of the plugin host failed")
 
     async def _deactivate(self, binary_id: str) -> DetachedPlugin | UnloadReport:
+        # Its config ids (strings only) for the on_config_ids_changed hook that follows.
+        self._retired_ids[binary_id] = tuple(_config_ids(self._active[binary_id]))
         if isinstance(self._active.get(binary_id), ProcessActive):
             return await _stop_process_plugin(self._active.pop(binary_id))  # type: ignore[arg-type]
         # The popped plugin goes straight into deactivate(): no reference stays here.

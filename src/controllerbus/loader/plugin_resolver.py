@@ -131,6 +131,12 @@ class PluginResolver:
         """The config ids this plugin serves, sorted."""
         return sorted(self._factories)
 
+    def serves_config_id(self, config_id: str) -> bool:
+        """Whether this plugin has a factory for ``config_id`` (``IndexedFactoryResolver``):
+        its resolver controller answers only the lookups of its own ids, so a lookup
+        costs one resolver task however many plugins are loaded."""
+        return config_id in self._factories
+
     async def get_config_ctor_by_id(self, config_id: str) -> ConfigConstructor | None:
         factory = self._factories.get(config_id)
         if factory is None:
