@@ -39,12 +39,12 @@ __all__ = [
     "FactoriesChanged",
     "Factory",
     "FactoryResolver",
+    "IndexedFactoryResolver",
     "Reference",
     "ReferenceHandler",
     "Resolver",
     "ResolverHandler",
     "ValueOptions",
-    "IndexedFactoryResolver",
     "WatchableFactoryResolver",
 ]
 
