@@ -21,8 +21,24 @@ def is_within(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
+def _grouped() -> bool:
+    """Whether a batch's ``syncfs`` did the flushing (see :mod:`controllerbus._groupsync`)."""
+    from controllerbus._groupsync import current_group  # cycle-free, lazy
+
+    group = current_group()
+    if group is None:
+        return False
+    try:
+        group.sync()
+    except OSError:
+        return False  # flush file by file instead
+    return True
+
+
 def fsync_dir(path: Path) -> None:
     """Flush a directory's entries (a rename or a new file in it) to disk."""
+    if _grouped():
+        return
     dir_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(dir_fd)
@@ -58,7 +74,11 @@ def fsync_tree(root: Path) -> None:
 
     Called before a generation is renamed into place, so a crash right after the
     rename cannot publish a directory whose files are still only in the page cache.
+    Inside a batch (:func:`controllerbus._groupsync.group_sync`), one shared
+    ``syncfs`` does it instead.
     """
+    if _grouped():
+        return
     for dirpath, _dirnames, filenames in os.walk(root):
         for name in filenames:
             file_path = os.path.join(dirpath, name)

@@ -58,6 +58,7 @@ from controllerbus.loader.activation import (
     deactivate,
     entry_point_of,
 )
+from controllerbus.loader.ahead import TrialsAhead
 from controllerbus.loader.crashguard import ActivationGuard
 from controllerbus.loader.errors import (
     InsecurePath,
@@ -211,6 +212,7 @@ class PluginHost:
         self._state = state
         self._limits = limits
         self._trials = trials if trials is not None else default_trial_runner(state.tmp_dir, limits)
+        self._trials_ahead = TrialsAhead(self._trials)
         self._guard = ActivationGuard(state.path)
         record_thread_origins()
         # What existed before each active generation was imported (for the residue check).
@@ -306,9 +308,24 @@ class PluginHost:
         them: the loads that follow find them installed (a cold start of many plugins).
         Errors are left for those loads to report."""
         async with self._lock:  # so no gc runs between an install and its recording
+            self._trials.start()  # warm while the installs run
             self._ahead |= await install_all_ahead(
-                self._state.path, self._policy, wheels, verify=self._verify
+                self._state.path,
+                self._policy,
+                wheels,
+                verify=self._verify,
+                on_installed=self._installed_ahead,
             )
+
+    def _installed_ahead(self, generation: Generation) -> None:
+        # Trial it now, while the other installs run (docs/loader.md#trials-ahead).
+        try:
+            key, _ep = entry_point_of(generation.wheel)
+            isolation = self._isolation_of(key, generation.wheel)
+        except LoaderError:
+            return  # the load reports it
+        if isolation == "inprocess" and self._guard.crash(generation.id) is None:
+            self._trials_ahead.installed(generation)
 
     async def _load(self, wheel: Path) -> LoadResult:
         started = time.perf_counter()
@@ -509,6 +526,8 @@ class PluginHost:
     async def _trial(
         self, generation: Generation, binary_id: str, ep_value: str, *, suspect: bool
     ) -> None:
+        if not suspect and await self._trials_ahead.take(generation, binary_id, ep_value):
+            return  # this generation's trial passed while the installs ran
         runner = self._trials
         if suspect and runner.kind == "none":
             # A generation the daemon died activating gets a trial whatever the setting.
@@ -597,6 +616,7 @@ class PluginHost:
         reports = []
         for binary_id in reversed(list(self._active)):
             reports.append(await self.unload(binary_id))
+        await self._trials_ahead.aclose()
         await self._trials.aclose()
         return reports
 

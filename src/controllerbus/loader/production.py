@@ -26,9 +26,10 @@ from pathlib import Path
 
 from packaging.utils import NormalizedName
 
+from controllerbus._groupsync import group_sync
 from controllerbus.errors import LoaderError
 from controllerbus.loader.errors import WheelChanged
-from controllerbus.loader.generation import apply_install, plan_install
+from controllerbus.loader.generation import Generation, apply_install, plan_install
 from controllerbus.loader.hostdeps import HostDistribution
 from controllerbus.loader.trust import TrustPolicy
 from controllerbus.loader.verify import VerifiedWheel, verify_wheel
@@ -151,10 +152,10 @@ def install_ahead(
     policy: LoadPolicy,
     wheel: Path,
     verify: Callable[[Path], VerifiedWheel] = verify_wheel,
-) -> str | None:
+) -> Generation | None:
     """Trust-check, verify, resolve and install ``wheel``'s generation; no activation.
 
-    Returns the generation id, or ``None`` for a wheel that is no plugin. Blocking.
+    Returns the generation, or ``None`` for a wheel that is no plugin. Blocking.
 
     Raises:
         LoaderError: whatever a load would raise for these steps.
@@ -165,8 +166,7 @@ def install_ahead(
     if not verified.entry_points:
         return None
     deps = policy.resolve(verified)
-    generation = apply_install(plan_install(state_dir, verified, dependencies=deps.wheels))
-    return generation.id
+    return apply_install(plan_install(state_dir, verified, dependencies=deps.wheels))
 
 
 async def install_all_ahead(
@@ -176,12 +176,14 @@ async def install_all_ahead(
     *,
     workers: int = 4,
     verify: Callable[[Path], VerifiedWheel] = verify_wheel,
+    on_installed: Callable[[Generation], None] | None = None,
 ) -> set[str]:
     """:func:`install_ahead` for independent wheels in parallel threads.
 
     Installing is mostly ``fsync`` and file writes, which release the GIL, so a few
     threads overlap well even on two cores. Failures are only logged at debug level:
-    the load that follows reports them properly.
+    the load that follows reports them properly. ``on_installed`` is called (on the
+    event loop) with each generation as soon as it is installed.
 
     Returns:
         The generation ids installed (or found already installed).
@@ -192,12 +194,19 @@ async def install_all_ahead(
     async def one(wheel: Path) -> None:
         async with gate:
             try:
-                gid = await asyncio.to_thread(install_ahead, state_dir, policy, wheel, verify)
+                generation = await asyncio.to_thread(
+                    install_ahead, state_dir, policy, wheel, verify
+                )
             except LoaderError as exc:
                 logger.debug("install ahead of %s failed (the load will say why): %s", wheel, exc)
                 return
-            if gid is not None:
-                done.add(gid)
+            if generation is not None:
+                done.add(generation.id)
+                if on_installed is not None:
+                    on_installed(generation)
 
-    await asyncio.gather(*(one(w) for w in wheels))
+    # One syncfs per group of waiting installs instead of ~30 fsyncs each
+    # (docs/loader.md#durable-writes); the worker threads inherit the context.
+    with group_sync(state_dir):
+        await asyncio.gather(*(one(w) for w in wheels))
     return done
