@@ -19,6 +19,8 @@ from controllerbus.bus import (
     Bus,
     CallbackHandler,
     Config,
+    ConstructOpts,
+    ControllerFactory,
     DirectiveInstance,
     LoadControllerWithConfig,
     StaticResolver,
@@ -36,9 +38,14 @@ from controllerbus.configset import (
     parse_document,
     unmarshal_config_set,
 )
+from controllerbus.configset.applier import ConfigSetApplier
 from controllerbus.core import new_core_bus
 from controllerbus.errors import ConfigError
-from controllerbus.example.boilerplate import BoilerplateConfig, new_factory
+from controllerbus.example.boilerplate import (
+    BoilerplateConfig,
+    BoilerplateController,
+    new_factory,
+)
 from tests.bus.doubles import settle
 from tests.bus.test_loadpath import WidgetFactory
 from tests.helpers import eventually
@@ -310,3 +317,55 @@ async def test_revision_rules_and_key_gc(core: tuple[Bus, StaticResolver]) -> No
     await settle(20)
     assert ctrl.get_keys() == {}
     assert factory.built[1].closed
+
+
+# -- re-typing only the keys of changed config ids (a reload among many plugins) ---------------
+
+
+class RetypeOld(Config):
+    CONFIG_ID: ClassVar[str] = "test/retype/1"
+
+
+class RetypeNew(Config):
+    CONFIG_ID: ClassVar[str] = "test/retype/1"
+
+
+def _retype_factory(config_type: type[Config]) -> ControllerFactory[Config]:
+    def construct(config: Config, opts: ConstructOpts) -> BoilerplateController:
+        return BoilerplateController(BoilerplateConfig(example_field="retype"), opts)
+
+    return ControllerFactory(config_type, construct, version="0.0.1")
+
+
+async def test_refresh_config_ids_retypes_only_the_keys_of_those_ids(
+    core: tuple[Bus, StaticResolver],
+) -> None:
+    bus, static = core
+    static.add_factory(_retype_factory(RetypeOld))
+    controller, _inst, cs_ref = await wait_exec_controller_running(
+        bus, LoadControllerWithConfig(ConfigSetConfig())
+    )
+    assert isinstance(controller, ConfigSetController)
+    document = parse_document(EXAMPLE + "retype-0:\n  id: test/retype/1\n  config: {}\n")
+    applier = ConfigSetApplier(bus, document, "test.yaml")
+    try:
+        first = await applier.apply(strict=True)
+        assert type(first["retype-0"].config) is RetypeOld
+        # The plugin serving test/retype/1 is "reloaded": same id, a new class.
+        static.remove_factory(RetypeOld.CONFIG_ID)
+        static.add_factory(_retype_factory(RetypeNew))
+        await applier.refresh_config_ids(frozenset({"some/other/id"}))
+        assert applier._typed["retype-0"] is first["retype-0"]  # not its id: untouched
+        await applier.refresh_config_ids(frozenset({RetypeNew.CONFIG_ID}))
+        typed = applier._typed
+        assert type(typed["retype-0"].config) is RetypeNew
+        # The other key kept the very config it was typed with (no lookup, no re-typing).
+        assert typed["boilerplate-example-0"] is first["boilerplate-example-0"]
+        await eventually(lambda: type(controller.get_keys()["retype-0"].config) is RetypeNew)
+        # Its plugin goes away: the key is dropped, the others stay.
+        static.remove_factory(RetypeNew.CONFIG_ID)
+        await applier.refresh_config_ids(frozenset({RetypeNew.CONFIG_ID}))
+        assert list(applier._typed) == ["boilerplate-example-0"]
+    finally:
+        applier.close()
+        cs_ref.release()
