@@ -26,6 +26,7 @@ import hashlib
 import logging
 import os
 import re
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -294,13 +295,20 @@ class TrustPolicy:
         self._stat: tuple[int, int, int] | None = None
         self._trust: TrustFile | None = None
         self._error: TrustFileError | None = None
+        # Parallel installs check from several threads: one re-reads, the others wait
+        # (without it, a thread could see the new key before the new contents).
+        self._lock = threading.Lock()
 
     def current(self) -> TrustFile:
-        """The trust file as it is on disk now.
+        """The trust file as it is on disk now (thread-safe).
 
         Raises:
             TrustFileError: it cannot be read or parsed.
         """
+        with self._lock:
+            return self._current()
+
+    def _current(self) -> TrustFile:
         try:
             st = self.path.stat()
             key = (st.st_ino, st.st_size, st.st_mtime_ns)
