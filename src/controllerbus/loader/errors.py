@@ -221,3 +221,9 @@ class PluginPrepareError(PluginActivationError):
     """Importing the new generation in a subprocess (before the switch) failed."""
 
     what = "failed its trial import in a subprocess"
+
+
+class PluginRestoreError(PluginActivationError):
+    """A controller of the new generation raised in ``restore(state)``; rolled back."""
+
+    what = "failed to restore the previous generation's state"

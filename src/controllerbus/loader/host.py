@@ -47,6 +47,7 @@ from controllerbus.loader.errors import (
     PluginFactoryError,
     PluginImportError,
     PluginPrepareError,
+    PluginRestoreError,
 )
 from controllerbus.loader.generation import Generation, apply_install, plan_install
 from controllerbus.loader.hostdeps import check_host_requirements
@@ -58,7 +59,7 @@ from controllerbus.loader.manifest import (
     wheel_key,
     write_manifest,
 )
-from controllerbus.loader.plugin_resolver import PluginResolver
+from controllerbus.loader.plugin_resolver import ConstructHook, PluginResolver, StateHandoff
 from controllerbus.loader.probe import describe_exception, inspect_plugin, shape_problem
 from controllerbus.loader.purge import LeakProbe, modules_under, purge_generation
 from controllerbus.loader.trial import TrialServer, trial_in_subprocess
@@ -124,6 +125,7 @@ class LoadResult:
         reused: the generation directory already existed.
         unchanged: this exact wheel was already active; nothing was done.
         replaced: the unload report of the generation this one replaced.
+        phases: milliseconds per phase (verify, install, trial, stop old, activate, ...).
     """
 
     binary_id: str
@@ -134,6 +136,7 @@ class LoadResult:
     reused: bool = False
     unchanged: bool = False
     replaced: UnloadReport | None = None
+    phases: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(eq=False, slots=True)
@@ -162,6 +165,9 @@ class _Phases:
 
     def __str__(self) -> str:
         return ", ".join(f"{name} {ms:.1f} ms" for name, ms in self._marks)
+
+    def as_dict(self) -> dict[str, float]:
+        return dict(self._marks)
 
 
 @dataclass(eq=False, slots=True)
@@ -207,6 +213,9 @@ class PluginHost:
             the old generation's objects are checked for leaks: the place to drop
             references to the old generation's objects (the daemon re-types its
             config set there, so configs of the old classes go away).
+        handoff: carries controller state across reloads (``snapshot()`` before the
+            old generation stops, ``restore(state)`` as the new one's controllers are
+            constructed); a failed restore rolls the reload back.
     """
 
     def __init__(
@@ -217,8 +226,10 @@ class PluginHost:
         prepare: Prepare = DEFAULT_PREPARE,
         stop_timeout: float = 10.0,
         on_change: Callable[[], Awaitable[None]] | None = None,
+        handoff: StateHandoff | None = None,
     ) -> None:
         self._bus = bus
+        self._handoff = handoff
         self._on_change = on_change
         self._state = state
         self._prepare = prepare
@@ -293,7 +304,7 @@ class PluginHost:
             self._record_failure(key, wheel, verified, exc, serving=old_generation is not None)
             self._gc()
             raise
-        detached = await self._deactivate(key) if old_generation is not None else None
+        detached = await self._deactivate(key, capture=True) if old_generation else None
         phases.mark("stop old")
         try:
             active = self._activate(generation, key, ep_value)
@@ -303,6 +314,8 @@ class PluginHost:
             await self._changed()
             if detached is not None:
                 await self._confirm(detached)
+            if self._handoff is not None:
+                self._handoff.finish(key)
             self._record_failure(key, wheel, verified, exc, serving=restored)
             self._gc()
             raise
@@ -310,6 +323,11 @@ class PluginHost:
         self._prewarm()
         await self._changed()
         phases.mark("on_change")
+        if self._handoff is not None:
+            if (failure := self._handoff.restore_error(key)) is not None:
+                restore_error = PluginRestoreError(key, wheel, failure)
+                await self._undo_switch(key, old_generation, detached, restore_error, verified)
+            self._handoff.finish(key)
         replaced = await self._confirm(detached) if detached is not None else None
         phases.mark("leak check")
         load_ms = (time.perf_counter() - started) * 1000
@@ -347,6 +365,7 @@ class PluginHost:
             load_ms,
             reused=generation.reused,
             replaced=replaced,
+            phases=phases.as_dict(),
         )
 
     def _prewarm(self) -> None:
@@ -424,12 +443,48 @@ class PluginHost:
         except BaseException:
             purge_generation(generation.path)
             raise
-        resolver = PluginResolver(self._bus, binary_id, obj.binary_version, factories)
+        resolver = PluginResolver(
+            self._bus,
+            binary_id,
+            obj.binary_version,
+            factories,
+            on_construct=self._construct_hook(binary_id),
+        )
         controller = ResolverController(self._bus, resolver)
         task = self._bus.run_controller(controller)
         return _Active(
             binary_id, str(obj.binary_version), generation, obj, resolver, controller, task
         )
+
+    def _construct_hook(self, binary_id: str) -> ConstructHook | None:
+        handoff = self._handoff
+        if handoff is None:
+            return None
+        return lambda config, controller: handoff.restore_into(binary_id, config, controller)
+
+    async def _undo_switch(
+        self,
+        key: str,
+        old: Generation | None,
+        detached: _Detached | None,
+        exc: LoaderError,
+        verified: VerifiedWheel,
+    ) -> None:
+        """Take an activated generation off again (its state restore failed); raise ``exc``."""
+        assert self._handoff is not None
+        failed = await self._deactivate(key)
+        restored = False
+        if old is not None:
+            self._handoff.rearm(key)
+            restored = self._rollback(key, old)
+        await self._changed()
+        await self._confirm(failed)
+        if detached is not None:
+            await self._confirm(detached)
+        self._handoff.finish(key)
+        self._record_failure(key, verified.path, verified, exc, serving=restored)
+        self._gc()
+        raise exc
 
     def _rollback(self, binary_id: str, old: Generation) -> bool:
         """Activate ``old`` again after a failed switch; ``True`` if it serves again."""
@@ -495,11 +550,12 @@ class PluginHost:
         except Exception:
             logger.exception("the on_change hook of the plugin host failed")
 
-    async def _deactivate(self, binary_id: str) -> _Detached:
+    async def _deactivate(self, binary_id: str, *, capture: bool = False) -> _Detached:
         """Stop the plugin and purge its generation; leaks are checked by :meth:`_confirm`.
 
         Safe to cancel: an interrupted unload still purges the generation (the host
-        no longer knows the plugin, so nothing else could) and records it.
+        no longer knows the plugin, so nothing else could) and records it. With
+        ``capture``, the controllers' state is snapshotted first (a reload).
         """
         started = time.perf_counter()
         active = self._active.pop(binary_id)
@@ -507,6 +563,8 @@ class PluginHost:
         probe = _probe_plugin(active)
         modules = tuple(modules_under(generation.path))
         try:
+            if capture and self._handoff is not None:
+                self._handoff.capture(binary_id, active.resolver.factories())
             _call_pre_unload(active)
             tasks = self._stop_plugin_controllers(active)
             active.resolver.release()
@@ -612,6 +670,22 @@ class PluginHost:
         return tuple(sorted(t.get_name() for t in still))
 
     # -- manifest and state ---------------------------------------------------------------------
+
+    def record_error(self, binary_id: str, source: str, error: str) -> None:
+        """Record a failure that happened before a wheel existed (a compile error).
+
+        A serving plugin's record stays active and carries ``error``; otherwise the
+        plugin is recorded as failed with ``source`` in place of the wheel.
+        """
+        existing = self._manifest.get(binary_id)
+        if existing is not None and existing.status == "active":
+            self._record(existing.model_copy(update={"error": error}))
+            return
+        self._record(
+            ManifestRecord(
+                binary_id=binary_id, wheel=source, status="failed", error=error, loaded_at=utc_now()
+            )
+        )
 
     def _record(self, record: ManifestRecord) -> None:
         self._manifest = self._manifest.upsert(record)
