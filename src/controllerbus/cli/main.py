@@ -58,11 +58,11 @@ async def _run_until_signal(options: DaemonOptions) -> None:
     "--config",
     "config_path",
     type=click.Path(path_type=Path, dir_okay=False),
-    default=DEFAULT_CONFIG,
-    show_default=True,
     envvar="CONTROLLER_BUS_CONFIG",
     show_envvar=True,
-    help="Config-set file (YAML; JSON if it ends in .json). Example: -c examples/daemon.yaml",
+    help=f"Config-set file (YAML; JSON if it ends in .json). Default: ./{DEFAULT_CONFIG} if "
+    "present, else the first --hot target's own, else none (no config-set controllers). "
+    "Example: -c examples/daemon.yaml",
 )
 @click.option(
     "--write-config",
@@ -79,6 +79,15 @@ async def _run_until_signal(options: DaemonOptions) -> None:
     help="Load every plugin wheel in this directory (and reload on change). "
     "Example: --plugins-dir dist-plugins",
 )
+@click.option(
+    "--hot",
+    "hot_specs",
+    multiple=True,
+    metavar="DIR[,DIR...]",
+    help="Compile this plugin project in-process, load it, and hot-reload it on every "
+    "save (state carried over). Comma-separated directories make one wheel; repeat for "
+    "more plugins. Example: --hot plugins/hot-demo",
+)
 @state_dir_option
 @click.option(
     "--watch/--no-watch",
@@ -89,9 +98,10 @@ async def _run_until_signal(options: DaemonOptions) -> None:
     help="Watch the plugins directory and hot-reload changed wheels.",
 )
 def daemon(
-    config_path: Path,
+    config_path: Path | None,
     write_config: bool,
     plugins_dir: Path | None,
+    hot_specs: tuple[str, ...],
     state_dir: Path,
     watch: bool,
 ) -> None:
@@ -102,19 +112,27 @@ def daemon(
     running generation; a bad wheel is reported and the last good one keeps
     serving.
 
+    With --hot, the daemon compiles the plugin project itself and reloads it on
+    every save of a file the plugin is made of; a syntax error is reported with
+    file:line while the previous code keeps serving.
+
     \b
     Examples:
       cbus daemon -c controllerbus_daemon.yaml
       cbus daemon -c plugins/hot-demo/controllerbus_daemon.yaml --plugins-dir dist-plugins
+      cbus daemon --hot plugins/hot-demo
     """
-    options = DaemonOptions(
-        config_path=config_path,
-        write_config=write_config,
-        plugins_dir=plugins_dir,
-        state_dir=state_dir,
-        watch=watch,
-    )
+    from controllerbus.hot import HotTarget
+
     try:
+        options = DaemonOptions(
+            config_path=config_path,
+            write_config=write_config,
+            plugins_dir=plugins_dir,
+            state_dir=state_dir,
+            watch=watch,
+            hot=tuple(HotTarget.parse(spec) for spec in hot_specs),
+        )
         asyncio.run(_run_until_signal(options))
     except ControllerBusError as exc:
         raise fail(exc) from exc

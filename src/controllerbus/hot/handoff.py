@@ -28,6 +28,7 @@ serialises identically; failing that, to the next one of the same config id.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -76,6 +77,11 @@ class _Pending:
     states: dict[str, list[tuple[str, str]]]
     left: dict[str, list[tuple[str, str]]]
     restore_error: str | None = None
+    drained: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def check(self) -> None:
+        if self.restore_error is not None or not any(self.left.values()):
+            self.drained.set()
 
 
 class Handoff:
@@ -83,11 +89,16 @@ class Handoff:
 
     The loader calls :meth:`capture` before stopping an old generation, the plugin
     factories call :meth:`restore_into` when they construct a controller, and the
-    loader asks :meth:`restore_error` after the switch (a failure means rollback,
-    after :meth:`rearm`) and calls :meth:`finish` when the load is settled.
+    loader waits for :meth:`settle` and asks :meth:`restore_error` after the switch
+    (a failure means rollback, after :meth:`rearm`), and calls :meth:`finish` when
+    the load is settled.
+
+    Args:
+        settle_timeout: seconds :meth:`settle` waits for the restarted controllers.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, settle_timeout: float = 2.0) -> None:
+        self._settle_timeout = settle_timeout
         self._pending: dict[str, _Pending] = {}
         # Controller -> config key (text): how a snapshot finds its new controller.
         self._keys: weakref.WeakKeyDictionary[object, str] = weakref.WeakKeyDictionary()
@@ -155,7 +166,30 @@ class Handoff:
             pending.restore_error = reason
             self.stats.setdefault(binary_id, HandoffStats()).failed.append(reason)
             raise
+        finally:
+            pending.check()
         self.stats.setdefault(binary_id, HandoffStats()).restored += 1
+
+    async def settle(self, binary_id: str) -> None:
+        """Wait until every captured state was restored (or one failed), or the timeout.
+
+        The config set restarts controllers on the new generation a few loop
+        iterations after the switch; a state nobody took by then is dropped (logged).
+        """
+        pending = self._pending.get(binary_id)
+        if pending is None:
+            return
+        pending.check()
+        try:
+            async with asyncio.timeout(self._settle_timeout):
+                await pending.drained.wait()
+        except TimeoutError:
+            left = sorted(k for k, v in pending.left.items() if v)
+            logger.warning(
+                "plugin %s: no controller of the new generation took the state of %s",
+                binary_id,
+                ", ".join(left),
+            )
 
     def restore_error(self, binary_id: str) -> str | None:
         """Why a ``restore()`` of the current reload of ``binary_id`` failed, or ``None``."""
@@ -168,6 +202,7 @@ class Handoff:
         if pending is not None:
             pending.left = {k: list(v) for k, v in pending.states.items()}
             pending.restore_error = None
+            pending.drained.clear()
 
     def finish(self, binary_id: str) -> None:
         """Drop what was captured for ``binary_id``: the load is settled."""

@@ -324,6 +324,8 @@ class PluginHost:
         await self._changed()
         phases.mark("on_change")
         if self._handoff is not None:
+            await self._handoff.settle(key)
+            phases.mark("handoff")
             if (failure := self._handoff.restore_error(key)) is not None:
                 restore_error = PluginRestoreError(key, wheel, failure)
                 await self._undo_switch(key, old_generation, detached, restore_error, verified)
@@ -478,6 +480,7 @@ class PluginHost:
             self._handoff.rearm(key)
             restored = self._rollback(key, old)
         await self._changed()
+        await self._handoff.settle(key)
         await self._confirm(failed)
         if detached is not None:
             await self._confirm(detached)

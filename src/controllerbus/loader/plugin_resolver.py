@@ -47,6 +47,9 @@ class StateHandoff(Protocol):
     def restore_into(self, binary_id: str, config: Config, controller: Controller) -> None:
         """A plugin factory constructed ``controller``; raise to fail the construct."""
 
+    async def settle(self, binary_id: str) -> None:
+        """Wait (bounded) until the restarted controllers have taken their state."""
+
     def restore_error(self, binary_id: str) -> str | None:
         """Why a restore of the reload in progress failed, or ``None``."""
 
