@@ -10,7 +10,6 @@ of it; SIGTERM exits 0.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -81,10 +80,10 @@ def test_hot_daemon_edit_syntax_error_fix_state_and_sigterm(tmp_path: Path) -> N
     replies, state, log = tmp_path / "replies.jsonl", tmp_path / "state", tmp_path / "daemon.log"
     cfg = tmp_path / "cbus.yaml"
     cfg.write_text(config(replies))
+    hot, cbus = str(tmp_path / "hot-demo"), [sys.executable, "-m", "controllerbus.cli"]
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "controllerbus.cli", "daemon", "-c", str(cfg)]
-            + ["--hot", str(tmp_path / "hot-demo"), "--state-dir", str(state)],
+            [*cbus, "daemon", "-c", str(cfg), "--hot", hot, "--state-dir", str(state)],
             stdout=out,
             stderr=subprocess.STDOUT,
             cwd=tmp_path,
@@ -119,7 +118,7 @@ def test_hot_daemon_edit_syntax_error_fix_state_and_sigterm(tmp_path: Path) -> N
         assert len(replies_of(replies)) == 2  # no reload, nothing restarted
 
         # 3. The fix (and a new greeting): served, the count carried over again.
-        greeter.write_text(good.replace('+ self._punctuation', '+ self._punctuation + "?"'))
+        greeter.write_text(good.replace("+ self._punctuation", '+ self._punctuation + "?"'))
         assert wait_for_reply(replies, 3, proc, log) == {
             "text": "howdy, world!?",
             "responder": GREETER_ID,
@@ -129,7 +128,8 @@ def test_hot_daemon_edit_syntax_error_fix_state_and_sigterm(tmp_path: Path) -> N
         assert "survived the unload" not in text
         manifest = json.loads((state / "manifest.json").read_text())
         (record,) = [r for r in manifest["plugins"] if r["binary_id"] == "cbus-hot-demo"]
-        assert record["error"] is None and record["leaks"] == []
+        assert record["error"] is None
+        assert record["leaks"] == []
 
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0, log.read_text()
@@ -138,4 +138,3 @@ def test_hot_daemon_edit_syntax_error_fix_state_and_sigterm(tmp_path: Path) -> N
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert os.path.isdir(state)
