@@ -14,9 +14,9 @@ wheel A says "hello", wheel B "howdy".
 
    * first load: verify + host-dependency check + install a generation (venv,
      installer, bytecode) + activate;
-   * reload to the other wheel with each ``prepare``: ``"fork"`` (the default: trial
+   * reload to the other wheel with each trial runner: ``"fork"`` (the default: trial
      import in a child of a warm forking server), ``"subprocess"`` (trial import in
-     a fresh interpreter of the new generation) and ``"inprocess"`` (no trial);
+     a fresh interpreter of the new generation) and ``"none"`` (no trial);
    * unload (stop, purge, leak check, garbage-collect the generation).
 
    Baselines, measured in the same run: the NOTES.md floor of "new code serving"
@@ -60,18 +60,19 @@ from controllerbus.example.hello import Hello, HelloReply
 from controllerbus.loader.host import PluginHost, UnloadReport
 from controllerbus.loader.purge import purge_generation
 from controllerbus.loader.state import StateDir
+from controllerbus.loader.trial import trial_runner
 
 if TYPE_CHECKING:
     from controllerbus.bus.bus import Bus
     from controllerbus.compiler import CompileResult
-    from controllerbus.loader.host import Prepare
+    from controllerbus.loader.trial import TrialKind
 
 PREFIX = "cbb_reload"
-PREPARES: tuple[Prepare, ...] = ("fork", "subprocess", "inprocess")
-PREPARE_NOTES = {
+TRIAL_KINDS: tuple[TrialKind, ...] = ("fork", "subprocess", "none")
+TRIAL_NOTES = {
     "fork": "default: trial in a child of a warm forking server",
     "subprocess": "trial in a fresh interpreter of the generation",
-    "inprocess": "no trial",
+    "none": "no trial",
 }
 T = TypeVar("T")
 
@@ -143,14 +144,14 @@ def bench_operations(
     bid = plugin.projects.binary_id
     rows: list[Row] = []
 
-    for prepare in PREPARES:
-        host = PluginHost(bus, state, prepare=prepare)
+    for kind in TRIAL_KINDS:
+        host = PluginHost(bus, state, trials=trial_runner(kind, state.tmp_dir))
         # Untimed warm-up: the first load also starts the trial server (fork) in the
         # background; let it get ready so it does not compete with the timed runs.
         runner.run(host.load(plugin.a.wheel))
         runner.run(host.unload(bid))
         runner.run(asyncio.sleep(1.0))
-        if prepare == PREPARES[0]:
+        if kind == TRIAL_KINDS[0]:
 
             def ensure_unloaded(host: PluginHost = host) -> None:
                 if host.active():
@@ -183,17 +184,17 @@ def bench_operations(
         runner.run(host.load(plugin.a.wheel))  # untimed: the generation to replace
         rows.append(
             measure(
-                f"reload, prepare={prepare}",
+                f"reload, trial={kind}",
                 reload,
                 repeat=repeat,
                 baseline="restart: python -c 'import plugin'",
-                note=PREPARE_NOTES[prepare],
+                note=TRIAL_NOTES[kind],
             )
         )
         text = runner.run(greet(bus, plugin.projects.config_id))
         assert text in ("hello, bench!", "howdy, bench!"), text
 
-        if prepare == PREPARES[0]:
+        if kind == TRIAL_KINDS[0]:
 
             def ensure_loaded(host: PluginHost = host) -> None:
                 if not host.active():

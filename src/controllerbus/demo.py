@@ -27,6 +27,7 @@ from controllerbus.errors import ControllerBusError
 from controllerbus.example.boilerplate import Boilerplate
 from controllerbus.example.hello import Hello
 from controllerbus.loader.host import PluginHost
+from controllerbus.loader.manifest import wheel_key
 
 __all__ = ["DEMO_BINARY_ID", "demo_sources", "run_demo"]
 
@@ -103,13 +104,11 @@ async def _ask(bus: Bus, name: str) -> str:
 
 async def _wait_generation(host: PluginHost, not_this: str, within: float) -> str:
     # The manifest records a reload once the old generation's unload is confirmed.
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        record = host.manifest.get(DEMO_BINARY_ID)
-        if record is not None and record.status == "active" and record.generation != not_this:
-            return record.generation
-        await asyncio.sleep(0.01)
-    raise DemoError(f"the daemon did not load a new generation within {within:.0f} s")
+    try:
+        async with asyncio.timeout(within):
+            return await host.wait_for_generation(DEMO_BINARY_ID, not_this)
+    except TimeoutError:
+        raise DemoError(f"the daemon did not load a new generation within {within:.0f} s") from None
 
 
 def _compile(project: Path, out: Path, codegen: Path) -> tuple[CompileResult, float]:
@@ -202,12 +201,11 @@ async def _run(echo: Callable[[str], None], src: Path, work: Path) -> None:
         steps.step("drop a corrupt wheel of the same plugin into the plugins directory")
         bad = out / second.wheel.name.replace(second.version, "9.9.9")
         bad.write_bytes(b"this is not a zip file")
-        record = None
-        for _ in range(300):
-            record = host.manifest.get(f"wheel:{bad.name}")
-            if record is not None:
-                break
-            await asyncio.sleep(0.01)
+        try:
+            async with asyncio.timeout(3):
+                record = await host.wait_for_record(wheel_key(bad))
+        except TimeoutError:
+            record = None
         if record is None or record.error is None:
             raise DemoError("the corrupt wheel was not reported")
         reason = record.error.splitlines()[-1].strip().removeprefix("- ")

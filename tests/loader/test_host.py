@@ -47,7 +47,7 @@ from controllerbus.loader.manifest import (
 )
 from controllerbus.loader.purge import purge_generation
 from controllerbus.loader.state import StateDir
-from controllerbus.loader.trial import TrialServer
+from controllerbus.loader.trial import TrialServer, trial_runner
 
 from .pluginkit import BROKEN_VARIANTS, PluginProjects, rewrite_member, write_projects
 from .wheelkit import snapshot
@@ -56,7 +56,7 @@ if TYPE_CHECKING:
     from controllerbus.bus.bus import Bus
     from controllerbus.bus.protocols import Controller, Reference
     from controllerbus.compiler import CompileResult
-    from controllerbus.loader.host import Prepare
+    from controllerbus.loader.trial import TrialKind
 
 PREFIX = "cbt_host"
 
@@ -108,13 +108,13 @@ class Harness:
 async def plugin_host(
     tmp_path: Path,
     *,
-    prepare: Prepare | None = None,
+    trial: TrialKind | None = None,
     greeter_config: str | None = None,
     hook: Callable[[], Awaitable[None]] | None = None,
 ) -> AsyncIterator[Harness]:
     """Run a bus with a :class:`PluginHost` on ``tmp_path/state``; unload all on exit.
 
-    ``prepare`` defaults to the host's own default (``"fork"`` on POSIX).
+    ``trial`` defaults to the host's own default (``"fork"`` on POSIX).
 
     ``on_change`` records ``host.active()`` on every call, awaits ``hook`` and, with
     ``greeter_config`` (a config id), re-types a config set running the greeter
@@ -133,10 +133,11 @@ async def plugin_host(
                 if harness.applier is not None:
                     await harness.applier.refresh()
 
-            if prepare is None:
+            if trial is None:
                 host = PluginHost(bus, state, on_change=on_change)
             else:
-                host = PluginHost(bus, state, prepare=prepare, on_change=on_change)
+                trials = trial_runner(trial, state.tmp_dir)
+                host = PluginHost(bus, state, trials=trials, on_change=on_change)
             harness = Harness(bus, state, host)
             cs_ref: Reference | None = None
             if greeter_config is not None:
@@ -434,17 +435,17 @@ RELOAD_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("prepare", "variant"), RELOAD_CASES)
+@pytest.mark.parametrize(("trial", "variant"), RELOAD_CASES)
 async def test_bad_wheel_on_reload_keeps_the_old_generation_serving(
     wheels: Wheels,
     tmp_path: Path,
-    prepare: Prepare,
+    trial: TrialKind,
     variant: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     broken = BROKEN_VARIANTS[variant]
     bad = broken.make(wheels.v1, wheels.projects, tmp_path / "bad" / wheels.v1.wheel.name)
-    async with plugin_host(tmp_path, prepare=prepare) as h:
+    async with plugin_host(tmp_path, trial=trial) as h:
         await h.host.load(wheels.v1.wheel)
         greeter = await start_greeter(h.bus, wheels.projects.config_id)
         assert await ask(h.bus) == "hello, bob!"
@@ -556,19 +557,17 @@ def _fails_only_in_the_host(result: CompileResult, projects: PluginProjects, dst
 
 
 @pytest.mark.parametrize(
-    "prepare", ["inprocess", "fork", pytest.param("subprocess", marks=pytest.mark.slow)]
+    "trial", ["none", "fork", pytest.param("subprocess", marks=pytest.mark.slow)]
 )
 async def test_activation_failure_after_the_switch_rolls_back(
-    wheels: Wheels, tmp_path: Path, prepare: Prepare
+    wheels: Wheels, tmp_path: Path, trial: TrialKind
 ) -> None:
-    # With "inprocess" there is no trial; with a trial (fork or subprocess) it passes
+    # With "none" there is no trial; with a trial (fork or subprocess) it passes
     # because the plugin fails only inside the host. Either way the switch happens first.
     bad = _fails_only_in_the_host(
         wheels.v1, wheels.projects, tmp_path / "bad" / wheels.v1.wheel.name
     )
-    async with plugin_host(
-        tmp_path, prepare=prepare, greeter_config=wheels.projects.config_id
-    ) as h:
+    async with plugin_host(tmp_path, trial=trial, greeter_config=wheels.projects.config_id) as h:
         await h.host.load(wheels.v1.wheel)
         assert h.applier is not None
         await h.applier.apply(strict=True)

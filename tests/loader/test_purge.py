@@ -1,4 +1,4 @@
-"""purge_generation and LeakProbe: the plugin's code really goes away, or we say who holds it."""
+"""purge_generation and LeakTracker: the plugin's code really goes away, or we say who holds it."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from controllerbus.loader import LeakProbe, modules_under, purge_generation
+from controllerbus.loader import LeakTracker, modules_under, purge_generation
 from controllerbus.loader.generation import Generation
 
 LEAKED: list[object] = []
@@ -49,7 +49,7 @@ def test_purge_leaves_no_trace(active_generation: Generation) -> None:
     gen = active_generation
     _activate(gen)
     assert "cbus_loader_hello.sub.deep" in modules_under(gen.path)
-    probe = LeakProbe()
+    probe = LeakTracker()
     tracked = probe.track_generation(gen.path)
     assert tracked >= 6  # 6 modules (with the namespace package) + HelloController
     assert any(_under(gen.path, key) for key in sys.path_importer_cache)
@@ -88,7 +88,7 @@ def test_purge_twice_is_harmless(active_generation: Generation) -> None:
 
 def test_leaked_class_is_reported_with_its_holder(active_generation: Generation) -> None:
     _activate(active_generation)
-    probe = LeakProbe()
+    probe = LeakTracker()
     probe.track_generation(active_generation.path)
     LEAKED.append(sys.modules["cbus_loader_hello.plugin"].HelloController)
     try:
@@ -119,7 +119,7 @@ def test_leaked_class_is_reported_with_its_holder(active_generation: Generation)
 def test_leaked_instance_held_in_an_attribute(active_generation: Generation) -> None:
     _activate(active_generation)
     plugin: Any = sys.modules["cbus_loader_hello.plugin"]
-    probe = LeakProbe()
+    probe = LeakTracker()
     controller = plugin.HelloController()
     probe.track(controller, "controller demo/1")
     REGISTRY.items["demo"] = controller
@@ -138,7 +138,7 @@ def test_leaked_instance_held_in_an_attribute(active_generation: Generation) -> 
 
 def test_local_of_running_function_is_reported(active_generation: Generation) -> None:
     _activate(active_generation)
-    probe = LeakProbe()
+    probe = LeakTracker()
     probe.track_generation(active_generation.path)
     module = sys.modules["cbus_loader_hello.sub.deep"]
     purge_generation(active_generation.path)
@@ -154,7 +154,7 @@ def test_local_of_running_function_is_reported(active_generation: Generation) ->
 
 def test_untrackable_object_is_a_clear_type_error() -> None:
     with pytest.raises(TypeError, match="do not support weak references"):
-        LeakProbe().track((1, 2))
+        LeakTracker().track((1, 2))
 
 
 def test_shared_namespace_package_survives_without_the_plugin_portion(
@@ -208,7 +208,7 @@ def test_import_hook_installed_by_plugin_code_is_removed(tmp_path: Path) -> None
     sys.path.insert(0, str(tmp_path))
     importlib.import_module("cbus_hooky")
     assert any(type(f).__name__ == "HookyFinder" for f in sys.meta_path)
-    probe = LeakProbe()
+    probe = LeakTracker()
     probe.track_generation(tmp_path)
     report = purge_generation(tmp_path)
     assert report.hooks == ("sys.meta_path: HookyFinder",)

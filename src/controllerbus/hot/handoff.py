@@ -38,7 +38,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from controllerbus.loader.probe import describe_exception
+from controllerbus.loader.trial_child import describe_exception
 
 __all__ = ["Handoff", "HandoffStats", "config_key"]
 

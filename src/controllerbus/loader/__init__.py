@@ -7,8 +7,9 @@ Library code with no dependency on the bus. The pieces, in pipeline order:
   under ``<state-dir>/generations/<sha256>/``, published by an atomic rename.
 * :func:`check_host_requirements` proves the host serves the plugin's requirements.
 * :func:`purge_generation` unloads a generation's modules and import caches;
-  :class:`LeakProbe` proves, with weak references, that nothing survived.
-* :func:`read_manifest` / :func:`write_manifest` keep ``manifest.json``.
+  :class:`LeakTracker` proves, with weak references, that nothing survived.
+* :func:`read_manifest` / :func:`write_manifest` keep ``manifest.json``;
+  :class:`ManifestBook` records each outcome in it.
 * :class:`StateDir` locks the state directory and garbage-collects generations.
 
 Importing this package is cheap: sub-modules (and ``installer``, ``pydantic``,
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
     )
     from controllerbus.loader.manifest import (
         Manifest,
+        ManifestBook,
         ManifestRecord,
         read_manifest,
         utc_now,
@@ -56,7 +58,7 @@ if TYPE_CHECKING:
         write_manifest,
     )
     from controllerbus.loader.purge import (
-        LeakProbe,
+        LeakTracker,
         PurgeReport,
         Survivor,
         modules_under,
@@ -80,9 +82,10 @@ __all__ = [
     "InstallError",
     "InstallPlan",
     "InvalidWheel",
-    "LeakProbe",
+    "LeakTracker",
     "LoaderError",
     "Manifest",
+    "ManifestBook",
     "ManifestRecord",
     "PluginEntryPoint",
     "PurgeReport",
@@ -126,13 +129,14 @@ _LAZY = {
     ),
     "manifest": (
         "Manifest",
+        "ManifestBook",
         "ManifestRecord",
         "read_manifest",
         "utc_now",
         "wheel_key",
         "write_manifest",
     ),
-    "purge": ("LeakProbe", "PurgeReport", "Survivor", "modules_under", "purge_generation"),
+    "purge": ("LeakTracker", "PurgeReport", "Survivor", "modules_under", "purge_generation"),
     "state": ("StateDir",),
     "verify": ("PluginEntryPoint", "VerifiedWheel", "build_hash_of", "verify_wheel"),
 }

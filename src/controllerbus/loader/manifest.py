@@ -15,26 +15,35 @@ message.
 
 The file is written atomically (temp file, fsync, ``os.replace``, directory fsync),
 with records sorted by key so that diffs stay readable.
+
+:class:`ManifestBook` is the loader's one writer: its :meth:`~ManifestBook.loaded`,
+:meth:`~ManifestBook.failed`, :meth:`~ManifestBook.unloaded` and
+:meth:`~ManifestBook.interrupted` build a record for an outcome and write the whole
+manifest atomically.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from controllerbus import _fs
 from controllerbus.loader.errors import CorruptManifest
 
+if TYPE_CHECKING:
+    from controllerbus.loader.verify import VerifiedWheel
+
 __all__ = [
     "MANIFEST_NAME",
     "MANIFEST_VERSION",
     "Manifest",
+    "ManifestBook",
     "ManifestRecord",
     "PluginStatus",
     "read_manifest",
@@ -186,3 +195,123 @@ def write_manifest(state_dir: Path, manifest: Manifest) -> Path:
     _fs.write_atomic(path, payload.encode("utf-8"))
     logger.debug("wrote manifest %s (%d records)", path, len(ordered.plugins))
     return path
+
+
+class ManifestBook:
+    """The manifest of one state directory, kept by recording outcomes.
+
+    Each outcome method builds the record, replaces the plugin's record in memory
+    and writes the whole manifest atomically (:func:`write_manifest`).
+
+    Records saying ``active`` are from a previous process (nothing is loaded when a
+    book opens): the book reads them as ``unloaded``.
+
+    Args:
+        state_dir: the state directory holding ``manifest.json``.
+        on_write: called with each record after it was written.
+
+    Raises:
+        CorruptManifest: the existing manifest cannot be read.
+    """
+
+    def __init__(
+        self, state_dir: Path, *, on_write: Callable[[ManifestRecord], None] | None = None
+    ) -> None:
+        self._state_dir = state_dir
+        self._on_write = on_write
+        read = read_manifest(state_dir)
+        self._manifest = Manifest(
+            plugins=[
+                r.model_copy(update={"status": "unloaded"}) if r.status == "active" else r
+                for r in read.plugins
+            ]
+        )
+
+    @property
+    def manifest(self) -> Manifest:
+        """The manifest as last written (or read)."""
+        return self._manifest
+
+    def get(self, key: str) -> ManifestRecord | None:
+        """The record under ``key`` (a binary id or a :func:`wheel_key`), or ``None``."""
+        return self._manifest.get(key)
+
+    def loaded(
+        self,
+        verified: VerifiedWheel,
+        *,
+        binary_id: str,
+        binary_version: str,
+        wheel: Path,
+        generation: str,
+        factories: Sequence[str],
+        load_ms: float,
+        leaks: Sequence[str] = (),
+    ) -> ManifestRecord:
+        """Record generation ``generation`` of ``binary_id`` as ``active``."""
+        return self._write(
+            ManifestRecord(
+                binary_id=binary_id,
+                binary_version=binary_version,
+                build_hash=verified.build_hash,
+                wheel=str(wheel),
+                wheel_sha256=verified.sha256,
+                generation=generation,
+                status="active",
+                factories=list(factories),
+                loaded_at=utc_now(),
+                load_ms=round(load_ms, 3),
+                leaks=list(leaks),
+            )
+        )
+
+    def failed(
+        self, key: str, wheel: Path, verified: VerifiedWheel | None, error: str, *, serving: bool
+    ) -> ManifestRecord:
+        """Record that loading ``wheel`` under ``key`` failed with ``error``.
+
+        With ``serving`` (the previous generation keeps serving) the plugin's record
+        stays ``active`` and carries the error; otherwise the record is ``failed``.
+        """
+        existing = self._manifest.get(key)
+        if serving and existing is not None:
+            return self._write(existing.model_copy(update={"error": error}))
+        return self._write(
+            ManifestRecord(
+                binary_id=key,
+                binary_version="",
+                build_hash=verified.build_hash if verified is not None else "",
+                wheel=str(wheel),
+                wheel_sha256=verified.sha256 if verified is not None else "",
+                generation="",
+                status="failed",
+                error=error,
+                loaded_at=utc_now(),
+            )
+        )
+
+    def unloaded(self, binary_id: str, leaks: Sequence[str]) -> ManifestRecord | None:
+        """Record ``binary_id`` as ``unloaded`` with what survived; ``None`` if unknown."""
+        return self._update(binary_id, status="unloaded", unloaded_at=utc_now(), leaks=list(leaks))
+
+    def interrupted(self, binary_id: str) -> ManifestRecord | None:
+        """Record that the unload of ``binary_id`` was cancelled after its purge."""
+        return self._update(
+            binary_id,
+            status="unloaded",
+            unloaded_at=utc_now(),
+            error="unload interrupted (cancelled); the generation was purged",
+        )
+
+    def _update(self, key: str, **update: object) -> ManifestRecord | None:
+        record = self._manifest.get(key)
+        if record is None:
+            return None
+        return self._write(record.model_copy(update=update))
+
+    def _write(self, record: ManifestRecord) -> ManifestRecord:
+        self._manifest = self._manifest.upsert(record)
+        write_manifest(self._state_dir, self._manifest)
+        if self._on_write is not None:
+            self._on_write(record)
+        return record

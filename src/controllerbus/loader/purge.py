@@ -24,7 +24,7 @@ symlink to it) becomes an alias whose modules and finders are purged too. Module
 files themselves are not resolved one by one (that would ``lstat`` every module of
 the process); a module reached only through a symlinked *file* is missed.
 
-:class:`LeakProbe` takes weak references *before* the purge (module objects and
+:class:`LeakTracker` takes weak references *before* the purge (module objects and
 classes support them) and, after ``gc.collect()``, reports each object still alive
 with a short description of who holds it (``gc.get_referrers``, two levels up).
 Tracking classes also covers a module's globals: every method of a surviving class
@@ -53,7 +53,7 @@ from typing import Any
 from controllerbus._fs import is_within
 
 __all__ = [
-    "LeakProbe",
+    "LeakTracker",
     "PurgeReport",
     "Survivor",
     "modules_under",
@@ -187,7 +187,7 @@ def purge_generation(path: str | os.PathLike[str]) -> PurgeReport:
 
     Call it after the plugin's pre-unload hooks ran and its controllers stopped. It
     drops the import system's references only; objects the application still holds
-    stay alive (use :class:`LeakProbe` to find them). Safe to call twice.
+    stay alive (use :class:`LeakTracker` to find them). Safe to call twice.
 
     Args:
         path: the generation directory (or any directory whose code should go).
@@ -278,7 +278,7 @@ class Survivor:
     """An object that outlived the purge.
 
     Attributes:
-        label: the label given to :meth:`LeakProbe.track`.
+        label: the label given to :meth:`LeakTracker.track`.
         kind: the object's type name.
         holders: readable descriptions of what references it (best effort).
     """
@@ -296,12 +296,12 @@ class Survivor:
 
 
 @dataclass(slots=True)
-class LeakProbe:
+class LeakTracker:
     """Weak references to a plugin's objects, to prove they died after unload.
 
     Usage::
 
-        probe = LeakProbe()
+        probe = LeakTracker()
         probe.track_generation(generation.path)    # modules and their classes
         probe.track(controller, "controller demo/1")
         ... stop controllers, drop factories ...

@@ -1,4 +1,7 @@
-"""Trial-import a plugin in a separate interpreter: ``python -m controllerbus.loader.probe``.
+"""The trial child: trial-import a plugin in a separate interpreter.
+
+``python -m controllerbus.loader.trial_child`` is the child side of a trial;
+:mod:`controllerbus.loader.trial` is the parent side that starts it.
 
 Before a reload switches generations, the loader runs this with the *new*
 generation's interpreter: it imports the entry point, checks the plugin's shape and
@@ -22,9 +25,10 @@ from collections.abc import Sequence
 from importlib.metadata import EntryPoint
 from typing import Any, TextIO
 
+from controllerbus import _fs
 from controllerbus.plugin import ENTRY_POINT_GROUP
 
-__all__ = ["describe_exception", "inspect_plugin", "main", "probe", "serve", "shape_problem"]
+__all__ = ["describe_exception", "inspect_plugin", "main", "run_trial", "serve", "shape_problem"]
 
 
 def describe_exception(exc: BaseException, *, within: str | None = None) -> str:
@@ -36,7 +40,7 @@ def describe_exception(exc: BaseException, *, within: str | None = None) -> str:
     frames = traceback.extract_tb(exc.__traceback__)
     if within is not None:
         frames = traceback.StackSummary.from_list(
-            [f for f in frames if f.filename.startswith(within)] or list(frames)
+            [f for f in frames if _fs.is_within(f.filename, within)] or list(frames)
         )
     where = f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
     if isinstance(exc, SyntaxError) and exc.filename:
@@ -82,7 +86,7 @@ async def _factories(plugin: Any) -> list[Any]:
         return list(plugin.factories(bus))
 
 
-def probe(name: str, value: str) -> dict[str, Any]:
+def run_trial(name: str, value: str) -> dict[str, Any]:
     """Import entry point ``name = value`` and construct its factories; JSON-able result."""
     try:
         plugin = EntryPoint(name, value, ENTRY_POINT_GROUP).load()
@@ -98,7 +102,7 @@ def probe(name: str, value: str) -> dict[str, Any]:
             "binary_version": plugin.binary_version,
             "factories": sorted(f.config_id() for f in factories),
         }
-    except BaseException as exc:  # a probe reports whatever the plugin does, even SystemExit
+    except BaseException as exc:  # a trial reports whatever the plugin does, even SystemExit
         return {"ok": False, "error": describe_exception(exc)}
 
 
@@ -108,7 +112,7 @@ def serve(stdin: TextIO, stdout: TextIO) -> int:
     Starting an interpreter and importing the bus costs ~0.4 s; forking this warm,
     single-threaded process costs milliseconds. Each request is a JSON line
     ``{"site": <site-packages>, "entry": "NAME=module:attr"}``; each answer a JSON
-    line as :func:`probe` returns. The child imports the plugin with ``site`` first
+    line as :func:`run_trial` returns. The child imports the plugin with ``site`` first
     on ``sys.path`` (as the host does), answers, and exits; the server's own module
     state never sees plugin code.
     """
@@ -132,7 +136,7 @@ def serve(stdin: TextIO, stdout: TextIO) -> int:
             code = 0
             try:
                 sys.path.insert(0, site)
-                answer = json.dumps(probe(name, value)).encode()
+                answer = json.dumps(run_trial(name, value)).encode()
                 os.write(write_fd, answer)
             except BaseException:
                 code = 1
@@ -157,14 +161,14 @@ def _describe_status(status: int) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``probe NAME=module:attr`` prints one JSON result; ``probe --serve`` serves many."""
+    """``trial_child NAME=module:attr`` prints one JSON result; ``--serve`` serves many."""
     args = list(sys.argv[1:] if argv is None else argv)
     if args == ["--serve"]:
         return serve(sys.stdin, sys.stdout)
     if len(args) != 1 or "=" not in args[0]:
-        print(json.dumps({"ok": False, "error": "usage: probe NAME=module:attr | --serve"}))
+        print(json.dumps({"ok": False, "error": "usage: trial_child NAME=module:attr | --serve"}))
         return 2
-    result = probe(*args[0].split("=", 1))
+    result = run_trial(*args[0].split("=", 1))
     print(json.dumps(result))
     return 0 if result["ok"] else 1
 
