@@ -137,14 +137,15 @@ class Handoff:
         except TypeError:
             return config_id
 
-    def restore_into(self, binary_id: str, config: object, controller: object) -> None:
+    def restore_into(self, binary_id: str, config: object, controller: object) -> str | None:
         """Note ``controller``'s config and give it the captured state, if any (sync).
 
         The loader calls this for every controller a plugin factory constructs.
 
-        Raises:
-            Exception: whatever ``restore()`` raised (the construct fails with it;
-                the loader sees it through :meth:`restore_error`).
+        Returns:
+            Why ``restore()`` failed (text with file:line), or ``None``. The factory
+            then fails the construct; the loader sees it through :meth:`restore_error`.
+            Never the exception itself: its frames would pin the failed generation.
         """
         config_id = str(getattr(config, "config_id", lambda: "")())
         key = config_key(config_id, config)
@@ -153,10 +154,10 @@ class Handoff:
         pending = self._pending.get(binary_id)
         restore = getattr(controller, "restore", None)
         if pending is None or not callable(restore):
-            return
+            return None
         queue = pending.left.get(config_id)
         if not queue:
-            return
+            return None
         index = next((i for i, (k, _t) in enumerate(queue) if k == key), 0)
         _key, text = queue.pop(index)
         try:
@@ -165,10 +166,11 @@ class Handoff:
             reason = f"restore() of {config_id} failed: {describe_exception(exc)}"
             pending.restore_error = reason
             self.stats.setdefault(binary_id, HandoffStats()).failed.append(reason)
-            raise
+            return reason
         finally:
             pending.check()
         self.stats.setdefault(binary_id, HandoffStats()).restored += 1
+        return None
 
     async def settle(self, binary_id: str) -> None:
         """Wait until every captured state was restored (or one failed), or the timeout.

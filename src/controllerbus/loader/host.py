@@ -33,7 +33,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from controllerbus.loader.activation import (
     ActivePlugin,
@@ -270,6 +270,7 @@ class PluginHost:
             phases.mark("handoff")
             if (failure := self._handoff.restore_error(key)) is not None:
                 restore_error = PluginRestoreError(key, wheel, failure)
+                del active  # the failed generation must be able to die
                 await self._undo_switch(key, old_generation, detached, restore_error, verified)
             self._handoff.finish(key)
         replaced = await self._confirm(detached) if detached is not None else None
@@ -348,7 +349,7 @@ class PluginHost:
         detached: DetachedPlugin | None,
         exc: LoaderError,
         verified: VerifiedWheel,
-    ) -> None:
+    ) -> NoReturn:
         """Take an activated generation off again (its state restore failed); raise ``exc``."""
         assert self._handoff is not None
         failed = await self._deactivate(key)

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, MutableSet
 from typing import TYPE_CHECKING, Any, Protocol
 
 from controllerbus.bus.protocols import ConfigConstructor, ConstructOpts, Controller, Factory
+from controllerbus.errors import ControllerBusError
 
 if TYPE_CHECKING:
     from controllerbus.bus.bus import Bus
@@ -34,8 +35,9 @@ __all__ = ["ConstructHook", "PluginFactory", "PluginResolver", "StateHandoff"]
 logger = logging.getLogger(__name__)
 
 
-ConstructHook = Callable[["Config", Controller], None]
-"""Called with the config and each controller a plugin factory constructs."""
+ConstructHook = Callable[["Config", Controller], "str | None"]
+"""Called with the config and each controller a plugin factory constructs; a returned
+message fails the construct."""
 
 
 class StateHandoff(Protocol):
@@ -44,8 +46,8 @@ class StateHandoff(Protocol):
     def capture(self, binary_id: str, factories: Iterable[PluginFactory]) -> None:
         """Snapshot the controllers of a generation about to be stopped."""
 
-    def restore_into(self, binary_id: str, config: Config, controller: Controller) -> None:
-        """A plugin factory constructed ``controller``; raise to fail the construct."""
+    def restore_into(self, binary_id: str, config: Config, controller: Controller) -> str | None:
+        """A plugin factory constructed ``controller``; a message fails the construct."""
 
     async def settle(self, binary_id: str) -> None:
         """Wait (bounded) until the restarted controllers have taken their state."""
@@ -101,8 +103,11 @@ class PluginFactory:
             # A controller class with __slots__ and no __weakref__: keep it strongly
             # until unload instead.
             self._strong.append(controller)
-        if self._on_construct is not None:
-            self._on_construct(config, controller)
+        if self._on_construct is not None and (error := self._on_construct(config, controller)):
+            # Only text leaves: the bus keeps construct errors, and a traceback through
+            # this frame would pin the factory (and so the plugin generation) alive.
+            del self, config, controller
+            raise ControllerBusError(error)
         return controller
 
     def factory_context(self) -> asyncio.Event:
