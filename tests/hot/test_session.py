@@ -200,7 +200,7 @@ async def test_an_explicit_missing_config_is_an_error(tmp_path: Path) -> None:
 
 async def test_a_watch_that_cannot_be_set_up_is_loud(tmp_path: Path) -> None:
     watcher = BatchWatcher([tmp_path / "missing"], lambda paths: None)
-    with pytest.raises(WatchError, match="cannot watch .*missing: no such file"):
+    with pytest.raises(WatchError, match=r"cannot watch .*missing: no such file"):
         watcher.start()
 
 
@@ -209,6 +209,6 @@ def test_hot_target_parse_and_names(tmp_path: Path) -> None:
     target = HotTarget.parse(f"{projects.target},{projects.library}")
     assert target.name == "hotnames-greeting+hotnames-plugin"
     assert target.slug == "hotnames-greeting-hotnames-plugin"
-    with pytest.raises(ConfigError, match="no pyproject.toml"):
+    with pytest.raises(ConfigError, match=r"no pyproject\.toml"):
         HotTarget.parse(str(tmp_path))
     assert json.dumps(target.name)
