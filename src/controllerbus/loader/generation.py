@@ -16,6 +16,13 @@ four times faster than ``virtualenv`` for this, without its ~100 ms import (see
    directory. Any failure removes the temp directory and raises
    :class:`~controllerbus.loader.errors.InstallError`; a half-installed generation is
    never visible.
+3. Fast path (``plan_install(..., defer_finish=True)``, what the plugin host uses):
+   byte-compiling and the fsync of the tree are not needed to *serve*, so
+   :func:`apply_install` publishes without them and :func:`finish_install` does
+   them after the switch (on a thread). The generation is complete when it is
+   renamed into place (a ``kill -9`` cannot tear it: the page cache survives the
+   process); ``cbus-durable`` is written only after the fsync, and a generation
+   without it (a power loss before the fsync) is never reused: it is replaced.
 
 Location independence: the venv's ``bin/python`` symlinks name the base interpreter
 by absolute path and everything else is relative, so the rename is safe. The stdlib
@@ -62,12 +69,14 @@ from controllerbus.loader.errors import InstallError, LoaderError, WheelChanged
 from controllerbus.loader.verify import VerifiedWheel, verify_wheel
 
 __all__ = [
+    "DURABLE_MARKER",
     "GENERATION_MARKER",
     "HOST_PTH",
     "Generation",
     "GenerationId",
     "InstallPlan",
     "apply_install",
+    "finish_install",
     "host_site_dirs",
     "install_wheel",
     "plan_install",
@@ -80,6 +89,9 @@ GenerationId = NewType("GenerationId", str)
 
 GENERATION_MARKER = "cbus-generation.json"
 """File at a generation's root describing it; written last before publishing."""
+
+DURABLE_MARKER = "cbus-durable"
+"""Written (and synced) once the generation's whole tree is on disk."""
 
 HOST_PTH = "_cbus_host.pth"
 """The ``.pth`` file that makes the host's site directories visible to a generation."""
@@ -103,6 +115,7 @@ class InstallPlan:
         python_version: ``major.minor.micro`` of that interpreter.
         host_site_dirs: host site directories written into ``_cbus_host.pth``.
         compile_bytecode: byte-compile installed modules before publishing.
+        defer_finish: publish first; bytecode and fsync in :func:`finish_install`.
     """
 
     wheel: VerifiedWheel
@@ -115,6 +128,7 @@ class InstallPlan:
     python_version: str
     host_site_dirs: tuple[str, ...]
     compile_bytecode: bool = True
+    defer_finish: bool = False
 
     @property
     def final_python(self) -> Path:
@@ -183,6 +197,7 @@ def plan_install(
     *,
     site_dirs: Sequence[str] | None = None,
     compile_bytecode: bool = True,
+    defer_finish: bool = False,
 ) -> InstallPlan:
     """Decide where and how ``wheel`` becomes a generation. Pure: touches no files.
 
@@ -193,6 +208,8 @@ def plan_install(
             :func:`host_site_dirs` of the running interpreter, minus ``state_dir``.
         compile_bytecode: byte-compile the installed modules (the published
             generation is then never written to by later imports).
+        defer_finish: leave bytecode and the fsync to :func:`finish_install`, after
+            the generation serves (see the module docstring, fast path).
     """
     state_dir = Path(os.path.abspath(state_dir))
     generation_id = GenerationId(wheel.sha256)
@@ -221,6 +238,7 @@ def plan_install(
         if site_dirs is not None
         else host_site_dirs(exclude=[state_dir]),
         compile_bytecode=compile_bytecode,
+        defer_finish=defer_finish,
     )
 
 
@@ -244,6 +262,8 @@ def _reuse_mismatch(plan: InstallPlan) -> str | None:
         found = json.loads((plan.final_dir / GENERATION_MARKER).read_text("utf-8"))
     except (OSError, ValueError) as exc:
         return f"its {GENERATION_MARKER} is unreadable ({exc})"
+    if not (plan.final_dir / DURABLE_MARKER).is_file():
+        return f"it has no {DURABLE_MARKER} (the process stopped before it was synced to disk)"
     expected = _marker(plan)
     for key in ("format", "id", "python_version", "base_executable", "host_site_dirs"):
         if found.get(key) != expected[key]:
@@ -398,12 +418,14 @@ def apply_install(plan: InstallPlan) -> Generation:
         site_packages = venv_root / plan.schemes["purelib"]
         _run_installer(plan, venv_root, wheel_copy)
         _write_host_pth(site_packages, plan.host_site_dirs)
-        if plan.compile_bytecode:
+        if plan.compile_bytecode and not plan.defer_finish:
             _compile_bytecode(plan, venv_root)
         (venv_root / GENERATION_MARKER).write_text(
             json.dumps(_marker(plan), indent=2) + "\n", "utf-8"
         )
-        _fs.fsync_tree(venv_root)
+        if not plan.defer_finish:
+            _fs.fsync_tree(venv_root)
+            _write_durable(venv_root)
         try:
             os.replace(venv_root, final)
         except OSError:
@@ -411,7 +433,8 @@ def apply_install(plan: InstallPlan) -> Generation:
             if final.is_dir() and _reuse_mismatch(plan) is None:
                 return _generation(plan, reused=True)
             raise
-        _fs.fsync_dir(final.parent)
+        if not plan.defer_finish:
+            _fs.fsync_dir(final.parent)
     except LoaderError:
         raise
     except Exception as exc:
@@ -426,6 +449,35 @@ def apply_install(plan: InstallPlan) -> Generation:
         extra={"generation": plan.generation_id},
     )
     return _generation(plan, reused=False)
+
+
+def _write_durable(root: Path) -> None:
+    (root / DURABLE_MARKER).write_text("synced\n", "utf-8")
+    _fs.fsync_dir(root)
+
+
+def finish_install(plan: InstallPlan) -> bool:
+    """Byte-compile and fsync a generation published with ``defer_finish``; mark it durable.
+
+    Blocking; run it on a thread after the switch. A generation removed meanwhile
+    (replaced, garbage-collected) is skipped. Returns ``True`` if it is now durable.
+    """
+    final = plan.final_dir
+    if (final / DURABLE_MARKER).is_file():
+        return True
+    try:
+        if plan.compile_bytecode:
+            import compileall
+
+            compileall.compile_dir(plan.final_site_packages, quiet=2, workers=1)
+        _fs.fsync_tree(final)
+        _write_durable(final)
+        _fs.fsync_dir(final.parent)
+    except OSError as exc:
+        if final.is_dir():
+            logger.warning("generation %s: finishing the install failed: %s", final, exc)
+        return False
+    return True
 
 
 def _describe(exc: BaseException) -> str:

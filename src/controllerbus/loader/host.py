@@ -45,7 +45,13 @@ from controllerbus.loader.activation import (
     entry_point_of,
 )
 from controllerbus.loader.errors import LoaderError, PluginPrepareError, PluginRestoreError
-from controllerbus.loader.generation import Generation, apply_install, plan_install
+from controllerbus.loader.generation import (
+    Generation,
+    InstallPlan,
+    apply_install,
+    finish_install,
+    plan_install,
+)
 from controllerbus.loader.hostdeps import check_host_requirements
 from controllerbus.loader.manifest import Manifest, ManifestBook, ManifestRecord, wheel_key
 from controllerbus.loader.plugin_resolver import ConstructHook, StateHandoff
@@ -147,6 +153,7 @@ class PluginHost:
         self._stop_timeout = stop_timeout
         self._active: dict[str, ActivePlugin] = {}
         self._lock = asyncio.Lock()
+        self._finishing: set[asyncio.Task[bool]] = set()
         self._recorded = asyncio.Event()
         self.unload_reports: deque[UnloadReport] = deque(maxlen=32)
         """The most recent unload reports (reloads included), oldest first."""
@@ -236,7 +243,7 @@ class PluginHost:
             if old_generation is not None and old_generation.id == verified.sha256:
                 return self._unchanged(key)
             self._check_host(verified, key, old_generation)
-            plan = plan_install(self._state.path, verified)
+            plan = plan_install(self._state.path, verified, defer_finish=True)
             generation = await asyncio.to_thread(apply_install, plan)
             phases.mark("install")
             if old_generation is not None:
@@ -288,6 +295,7 @@ class PluginHost:
             leaks=replaced.survivors if replaced is not None else (),
         )
         self._gc()
+        self._finish_later(plan)
         logger.info(
             "plugin %s %s active (generation %s, %.1f ms%s)",
             key,
@@ -307,6 +315,14 @@ class PluginHost:
             replaced=replaced,
             phases=phases.as_dict(),
         )
+
+    def _finish_later(self, plan: InstallPlan) -> None:
+        """Bytecode and fsync of the new generation, off the critical path."""
+        task = asyncio.get_running_loop().create_task(
+            asyncio.to_thread(finish_install, plan), name=f"finish {plan.generation_id[:12]}"
+        )
+        self._finishing.add(task)
+        task.add_done_callback(self._finishing.discard)
 
     def _unchanged(self, binary_id: str) -> LoadResult:
         active = self._active[binary_id]
@@ -413,6 +429,8 @@ class PluginHost:
         reports = []
         for binary_id in reversed(list(self._active)):
             reports.append(await self.unload(binary_id))
+        if self._finishing:
+            await asyncio.wait(set(self._finishing))
         await self._trials.aclose()
         return reports
 
