@@ -199,7 +199,9 @@ class HotReloader:
             self._busy = True
             try:
                 self._wake.clear()
-                changed, self._pending = tuple(self._pending), {}
+                # An editor's temp files (gone by now, no source suffix) are noise.
+                changed = tuple(p for p in self._pending if _relevant(p))
+                self._pending = {}
                 for slot in self._slots:
                     mine = tuple(p for p in changed if _under(Path(p), slot.roots))
                     if mine:
@@ -288,6 +290,10 @@ class HotReloader:
             except Exception:
                 logger.exception("hot: the on_reload callback failed")
         return event
+
+
+def _relevant(path: str) -> bool:
+    return path.endswith((".py", ".pyi", ".toml")) or os.path.exists(path)
 
 
 def _under(path: Path, roots: Sequence[Path]) -> bool:
