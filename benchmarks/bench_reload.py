@@ -19,7 +19,7 @@ wheel A says "hello", wheel B "howdy".
      a fresh interpreter of the new generation) and ``"none"`` (no trial);
    * unload (stop, purge, leak check, garbage-collect the generation).
 
-   Baselines, measured in the same run: the NOTES.md floor of "new code serving"
+   Baselines, measured in the same run: the floor of "new code serving"
    (extract the same wheel into a fresh directory, put it on ``sys.path``, import the
    plugin, purge it), and the "restart the process" alternative (a cold
    ``python -c "import <plugin module>"``).
@@ -51,12 +51,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from tests.loader.pluginkit import PluginProjects, write_projects
 
 from benchmarks.harness import Row, measure, print_table, write_json
+from controllerbus.api.hello import Hello, HelloReply
 from controllerbus.bus.directives import LoadControllerWithConfig
 from controllerbus.bus.executor import wait_exec_controller_running
 from controllerbus.bus.helpers import exec_one_off
 from controllerbus.configset import lookup_config_constructor
 from controllerbus.core import new_core_bus
-from controllerbus.example.hello import Hello, HelloReply
 from controllerbus.loader.host import PluginHost, UnloadReport
 from controllerbus.loader.purge import purge_generation
 from controllerbus.loader.state import StateDir

@@ -1,4 +1,4 @@
-"""Durable filesystem helpers shared by the packages (STYLE.md 7): atomic writes,
+"""Durable filesystem helpers shared by the packages (docs/loader.md#durable-writes): atomic writes,
 directory and tree fsync, quiet removal."""
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def write_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
     """Replace ``path`` with ``data`` so readers see the old or the new bytes, never a mix.
 
     Writes a temp file in the same directory, fsyncs it, ``os.replace``-s it over
-    ``path`` and fsyncs the directory (STYLE.md section 7). On any failure the temp
+    ``path`` and fsyncs the directory (docs/loader.md#durable-writes). On any failure the temp
     file is removed and ``path`` is untouched.
     """
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

@@ -29,7 +29,7 @@ def new_core_bus(
     Args:
         factories: factories, or ``new_factory(bus)`` callables, for the static
             resolver; the config-set factory is always added.
-        backoff: retry policy of the loader controller (BUS.md 6 defaults).
+        backoff: retry policy of the loader controller (docs/bus.md#the-loader-controller defaults).
 
     Returns:
         The bus and its static resolver (add more factories to it at any time).

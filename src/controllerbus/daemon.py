@@ -1,4 +1,4 @@
-"""The daemon: run the controllers of a config set until told to stop (BUS.md 7, Daemon).
+"""The daemon: run the controllers of a config set until told to stop (docs/bus.md#daemon).
 
 :func:`run_daemon` is what ``cbus daemon`` runs; it is a plain coroutine so tests
 and embedding hosts can drive it with their own stop event. With a plugins
@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,23 +28,12 @@ from controllerbus._fs import write_atomic
 from controllerbus.bus.bus import Bus
 from controllerbus.bus.directives import LoadControllerWithConfig
 from controllerbus.bus.executor import ControllerFailed, wait_exec_controller_running
-from controllerbus.bus.helpers import CallbackHandler
-from controllerbus.bus.protocols import AttachedValue, DirectiveInstance, Factory, Reference
+from controllerbus.bus.protocols import Factory, Reference
 from controllerbus.bus.resolver import StaticResolver
-from controllerbus.configset import (
-    ApplyConfigSet,
-    ConfigSet,
-    ConfigSetConfig,
-    ConfigSetState,
-    RawControllerConfig,
-    config_set_to_yaml,
-    guess_format,
-    parse_document,
-    resolve_config_set,
-)
+from controllerbus.configset import ConfigSetConfig, RawControllerConfig, config_set_to_yaml
+from controllerbus.configset.applier import ConfigSetApplier, read_config_document
 from controllerbus.core import new_core_bus
-from controllerbus.errors import ConfigError, LoaderError
-from controllerbus.example import boilerplate, hello_probe
+from controllerbus.errors import LoaderError
 from controllerbus.loader.filesystem import (
     FilesystemLoaderConfig,
     FilesystemLoaderController,
@@ -59,11 +48,9 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_CONFIG",
     "DEFAULT_STATE_DIR",
-    "ConfigSetApplier",
     "DaemonOptions",
     "DaemonSession",
     "daemon_session",
-    "read_config_document",
     "run_daemon",
 ]
 
@@ -98,110 +85,6 @@ class DaemonOptions:
     on_reload: Callable[[ReloadEvent], object] | None = None
 
 
-async def read_config_document(
-    path: Path, *, write_config: bool = False
-) -> dict[str, RawControllerConfig]:
-    """Read the config-set file's envelope (types are resolved later, on the bus).
-
-    Raises:
-        ConfigError: the file is missing (without ``write_config``) or malformed.
-    """
-    try:
-        data = await asyncio.to_thread(path.read_bytes)
-    except FileNotFoundError:
-        if not write_config:
-            raise ConfigError(
-                f"cannot find config at {path}: create it, pass -c with another file,"
-                " or pass --write-config to start from an empty one"
-            ) from None
-        data = b""
-    except OSError as exc:
-        raise ConfigError(f"cannot read config at {path}: {exc.strerror}") from exc
-    return parse_document(data, fmt=guess_format(path), source=str(path))
-
-
-def _log_state(_inst: DirectiveInstance, av: AttachedValue) -> None:
-    state = av.value
-    if not isinstance(state, ConfigSetState):
-        return
-    if state.error is not None:
-        logger.error("config set key %s: controller failed: %s", state.id, state.error)
-    elif state.controller is not None:
-        info = state.controller.get_controller_info()
-        logger.info("config set key %s: running %s@%s", state.id, info.id, info.version)
-
-
-class ConfigSetApplier:
-    """Keeps one ``ApplyConfigSet`` on the bus for a config-set document.
-
-    :meth:`apply` types the document against the factories on the bus now and
-    swaps the directive: keys whose config is unchanged keep running; keys whose
-    config *class* changed (a reloaded plugin) restart on the new code.
-    """
-
-    def __init__(self, bus: Bus, raw: Mapping[str, RawControllerConfig], source: str) -> None:
-        self._bus = bus
-        self._raw = dict(raw)
-        self._source = source
-        self._ref: Reference | None = None
-        self._closed = False
-
-    async def apply(self, *, strict: bool) -> ConfigSet:
-        """Type and apply the document; returns the typed set (for ``--write-config``).
-
-        Args:
-            strict: report unknown config ids as errors (at start-up); otherwise skip
-                them (their plugin may be loading, or failed to load).
-
-        Raises:
-            ConfigSetError: with ``strict``, any problem; otherwise invalid entries.
-        """
-        typed = await resolve_config_set(
-            self._bus, self._raw, source=self._source, skip_unknown=not strict
-        )
-        if self._closed:
-            return typed
-        pushed = asyncio.get_running_loop().create_future()
-        seen: set[str] = set()
-
-        def added(inst: DirectiveInstance, av: AttachedValue) -> None:
-            _log_state(inst, av)
-            if isinstance(av.value, ConfigSetState):
-                seen.add(av.value.id)
-            if len(seen) >= len(typed) and not pushed.done():
-                pushed.set_result(None)
-
-        _inst, ref = self._bus.add_directive(ApplyConfigSet(typed), CallbackHandler(added))
-        old, self._ref = self._ref, ref
-        if typed:
-            # Every key has been pushed to the config-set controller once each has
-            # reported a state; only then may the old set go (or keys would restart).
-            try:
-                async with asyncio.timeout(10):
-                    await pushed
-            except TimeoutError:
-                logger.warning("config set: not every key reported a state within 10 s")
-        if old is not None:
-            old.release()
-        return typed
-
-    async def refresh(self) -> None:
-        """Re-type after a plugin change (the ``PluginHost`` ``on_change`` hook)."""
-        if self._ref is None or self._closed:
-            return
-        try:
-            await self.apply(strict=False)
-        except ConfigError as exc:
-            logger.error("config set could not be re-applied after a plugin change: %s", exc)
-
-    def close(self) -> None:
-        """Release the directive: every key's controller stops."""
-        self._closed = True
-        if self._ref is not None:
-            self._ref.release()
-            self._ref = None
-
-
 @dataclass(frozen=True, slots=True)
 class DaemonSession:
     """A running daemon: its bus and, with plugins, its plugin host (and hot reloader)."""
@@ -230,7 +113,7 @@ async def daemon_session(
         logger.info("no config set (no -c, no controllerbus_daemon.yaml): no controllers from one")
     else:
         document = await read_config_document(config_path, write_config=options.write_config)
-    bus, static = new_core_bus([boilerplate.new_factory, hello_probe.new_factory, *factories])
+    bus, static = new_core_bus(factories)
     applier = ConfigSetApplier(bus, document, str(config_path))
     host = reloader = None
     strict = True

@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from controllerbus.bus import (
     AttachedValue,
+    Config,
+    ConstructOpts,
+    Controller,
     ControllerInfo,
     Directive,
     DirectiveInstance,
@@ -135,11 +138,61 @@ async def settle(rounds: int = 5) -> None:
         await asyncio.sleep(0)
 
 
-async def eventually(pred: Callable[[], object], *, within: float = 5.0) -> None:
-    """Poll ``pred`` until it is true; fail the test after ``within`` seconds."""
-    step = 0.005
-    for _ in range(int(within / step)):
-        if pred():
-            return
-        await asyncio.sleep(step)
-    raise AssertionError(f"condition not reached within {within}s")
+# -- a controller type with versions, for the loader path --------------------------------
+
+
+class WidgetConfig(Config):
+    CONFIG_ID: ClassVar[str] = "test/widget/1"
+    name: str = "w"
+
+
+class Widget:
+    def __init__(self, version: str, fail_times: int, log: list[str]) -> None:
+        self.version = version
+        self.fail_times = fail_times
+        self.log = log
+        self.closed = False
+
+    def get_controller_info(self) -> ControllerInfo:
+        return ControllerInfo("test/widget/1", self.version)
+
+    async def execute(self) -> None:
+        self.log.append(f"execute {self.version}")
+        if self.fail_times > 0:
+            raise RuntimeError(f"widget failed ({self.fail_times} left)")
+
+    def handle_directive(self, inst: DirectiveInstance) -> Sequence[Resolver]:
+        return []
+
+    def close(self) -> None:
+        self.closed = True
+        self.log.append(f"close {self.version}")
+
+
+class WidgetFactory:
+    def __init__(self, version: str = "0.0.1", *, fail_times: int = 0, broken: bool = False):
+        self._version = version
+        self.fail_times = fail_times
+        self.broken = broken
+        self.log: list[str] = []
+        self.built: list[Widget] = []
+
+    def config_id(self) -> str:
+        return WidgetConfig.CONFIG_ID
+
+    def controller_id(self) -> str:
+        return "test/widget/1"
+
+    def construct_config(self) -> Config:
+        return WidgetConfig()
+
+    def construct(self, config: Config, opts: ConstructOpts) -> Controller:
+        if self.broken:
+            raise ValueError("cannot build widget")
+        widget = Widget(self._version, self.fail_times, self.log)
+        self.fail_times = max(0, self.fail_times - 1)
+        self.built.append(widget)
+        return widget
+
+    def version(self) -> str:
+        return self._version

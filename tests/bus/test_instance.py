@@ -1,4 +1,7 @@
-"""Directive instances: de-duplication, references, values, resolvers, idle (BUS.md 2-4)."""
+"""Directive instances: de-duplication, references, values, resolvers, idle.
+
+Semantics: docs/bus.md#instances-and-references.
+"""
 
 from __future__ import annotations
 

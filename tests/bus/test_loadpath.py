@@ -1,11 +1,14 @@
-"""The loader path: resolver controllers, ExecController, the loader's retry loop (BUS.md 6, 8)."""
+"""The loader path: resolver controllers, ExecController, the loader's retry loop.
+
+Semantics: docs/bus.md#the-loader-path.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
-from typing import ClassVar
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -16,19 +19,14 @@ from controllerbus.bus import (
     BackoffPolicy,
     Bus,
     CallbackHandler,
-    Config,
     ConfigConstructor,
-    ConstructOpts,
-    Controller,
     ControllerFailed,
-    ControllerInfo,
     DirectiveInstance,
     ExecController,
     ExecControllerValue,
     LoadConfigConstructorByID,
     LoadControllerWithConfig,
     LoadFactoryByConfig,
-    Resolver,
     ResolverController,
     StaticResolver,
     exec_collect_values,
@@ -43,7 +41,9 @@ from controllerbus.example.boilerplate import (
     BoilerplateResult,
     new_factory,
 )
-from tests.bus.doubles import Recorder, settle
+from tests.bus.doubles import Recorder, WidgetConfig, settle
+from tests.bus.doubles import WidgetFactory as WidgetFactory  # re-exported for tests/configset
+from tests.helpers import eventually
 
 FAST = BackoffPolicy(initial_interval=0.01, max_interval=0.02, max_elapsed=0.2)
 
@@ -115,63 +115,6 @@ async def test_invalid_config_yields_an_error_value(core: tuple[Bus, StaticResol
 # -- factories under test ------------------------------------------------------------------
 
 
-class WidgetConfig(Config):
-    CONFIG_ID: ClassVar[str] = "test/widget/1"
-    name: str = "w"
-
-
-class Widget:
-    def __init__(self, version: str, fail_times: int, log: list[str]) -> None:
-        self.version = version
-        self.fail_times = fail_times
-        self.log = log
-        self.closed = False
-
-    def get_controller_info(self) -> ControllerInfo:
-        return ControllerInfo("test/widget/1", self.version)
-
-    async def execute(self) -> None:
-        self.log.append(f"execute {self.version}")
-        if self.fail_times > 0:
-            raise RuntimeError(f"widget failed ({self.fail_times} left)")
-
-    def handle_directive(self, inst: DirectiveInstance) -> Sequence[Resolver]:
-        return []
-
-    def close(self) -> None:
-        self.closed = True
-        self.log.append(f"close {self.version}")
-
-
-class WidgetFactory:
-    def __init__(self, version: str = "0.0.1", *, fail_times: int = 0, broken: bool = False):
-        self._version = version
-        self.fail_times = fail_times
-        self.broken = broken
-        self.log: list[str] = []
-        self.built: list[Widget] = []
-
-    def config_id(self) -> str:
-        return WidgetConfig.CONFIG_ID
-
-    def controller_id(self) -> str:
-        return "test/widget/1"
-
-    def construct_config(self) -> Config:
-        return WidgetConfig()
-
-    def construct(self, config: Config, opts: ConstructOpts) -> Controller:
-        if self.broken:
-            raise ValueError("cannot build widget")
-        widget = Widget(self._version, self.fail_times, self.log)
-        self.fail_times = max(0, self.fail_times - 1)
-        self.built.append(widget)
-        return widget
-
-    def version(self) -> str:
-        return self._version
-
-
 # -- scenario 4: supersede -------------------------------------------------------------------
 
 
@@ -224,12 +167,15 @@ async def test_failed_controller_is_retried_with_backoff_then_runs(
     static.add_factory(factory)
     rec = Recorder()
     _inst, ref = bus.add_directive(LoadControllerWithConfig(WidgetConfig()), rec)
-    for _ in range(100):
-        await asyncio.sleep(0.01)
-        if any(
-            isinstance(v, ExecControllerValue) and v.controller and not v.error for v in rec.values
-        ):
-            break
+    with contextlib.suppress(AssertionError):  # the assertions below say what is wrong
+        await eventually(
+            lambda: any(
+                isinstance(v, ExecControllerValue) and v.controller and not v.error
+                for v in rec.values
+            ),
+            within=1.0,
+            step=0.01,
+        )
     errors = [v for v in (a.value for a in rec.added) if v.error is not None]
     assert len(errors) == 2
     assert all(e.next_retry_timestamp is not None for e in errors)

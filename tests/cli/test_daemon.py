@@ -7,11 +7,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import eventually_sync
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "controllerbus_daemon.yaml"
@@ -19,15 +20,12 @@ CBUS = [sys.executable, "-m", "controllerbus.cli"]
 
 
 def _wait_for(log: Path, text: str, proc: subprocess.Popen[bytes], within: float = 20) -> str:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        content = log.read_text()
-        if text in content:
-            return content
-        if proc.poll() is not None:
-            break
-        time.sleep(0.05)
-    raise AssertionError(f"{text!r} not logged; got:\n{log.read_text()}")
+    return eventually_sync(
+        lambda: content if text in (content := log.read_text()) else "",
+        within=within,
+        give_up=lambda: proc.poll() is not None,
+        failure=lambda: f"{text!r} not logged; got:\n{log.read_text()}",
+    )
 
 
 @pytest.fixture

@@ -21,6 +21,8 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import eventually_sync
+
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
@@ -60,25 +62,17 @@ def checkout(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def compile_hot_demo(cwd: Path, out: Path) -> dict[str, Any]:
-    result = subprocess.run(
-        [
-            *CBUS_COMPILE,
-            "compile",
-            "plugins/hot-demo",
-            "-o",
-            str(out),
-            "--plugin-binary-id",
-            BINARY_ID,
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=120,
-    )
+def run_json(args: list[str], cwd: Path, *, timeout: float) -> dict[str, Any]:
+    """Run a command that prints JSON; it must succeed."""
+    result = subprocess.run(args, capture_output=True, text=True, cwd=cwd, timeout=timeout)
     assert result.returncode == 0, result.stderr
     data: dict[str, Any] = json.loads(result.stdout)
+    return data
+
+
+def compile_hot_demo(cwd: Path, out: Path) -> dict[str, Any]:
+    args = ["compile", "plugins/hot-demo", "-o", str(out), "--plugin-binary-id", BINARY_ID]
+    data = run_json([*CBUS_COMPILE, *args, "--json"], cwd, timeout=120)
     assert data["binary_id"] == BINARY_ID
     return data
 
@@ -102,15 +96,12 @@ class Daemon:
 
     def wait_for(self, text: str, *, after: int = 0, within: float = 30) -> str:
         """Wait until ``text`` is logged after offset ``after``; return the whole log."""
-        deadline = time.monotonic() + within
-        while time.monotonic() < deadline:
-            content = self.text()
-            if text in content[after:]:
-                return content
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise AssertionError(f"{text!r} not logged; got:\n{self.text()}")
+        return eventually_sync(
+            lambda: content if text in (content := self.text())[after:] else "",
+            within=within,
+            give_up=lambda: self.proc.poll() is not None,
+            failure=lambda: f"{text!r} not logged; got:\n{self.text()}",
+        )
 
     def stop(self) -> int:
         self.proc.send_signal(signal.SIGTERM)
@@ -131,16 +122,9 @@ def daemons() -> Iterator[list[Daemon]]:
 
 
 def plugins_list(cwd: Path, state: Path) -> dict[str, Any]:
-    result = subprocess.run(
-        [*CBUS, "plugins", "list", "--json", "--state-dir", str(state)],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=60,
+    return run_json(
+        [*CBUS, "plugins", "list", "--json", "--state-dir", str(state)], cwd, timeout=60
     )
-    assert result.returncode == 0, result.stderr
-    data: dict[str, Any] = json.loads(result.stdout)
-    return data
 
 
 def record_of(manifest: dict[str, Any], key: str) -> dict[str, Any]:

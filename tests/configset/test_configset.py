@@ -1,4 +1,7 @@
-"""Config sets: file format, marshalling, parse errors and apply semantics (BUS.md 7)."""
+"""Config sets: file format, marshalling, parse errors and apply semantics.
+
+Semantics: docs/bus.md#config-sets.
+"""
 
 from __future__ import annotations
 
@@ -36,8 +39,9 @@ from controllerbus.configset import (
 from controllerbus.core import new_core_bus
 from controllerbus.errors import ConfigError
 from controllerbus.example.boilerplate import BoilerplateConfig, new_factory
-from tests.bus.doubles import eventually, settle
+from tests.bus.doubles import settle
 from tests.bus.test_loadpath import WidgetFactory
+from tests.helpers import eventually
 
 EXAMPLE = """\
 boilerplate-example-0:

@@ -201,7 +201,7 @@ async def test_an_explicit_missing_config_is_an_error(tmp_path: Path) -> None:
 async def test_a_watch_that_cannot_be_set_up_is_loud(tmp_path: Path) -> None:
     watcher = BatchWatcher([tmp_path / "missing"], lambda paths: None)
     with pytest.raises(WatchError, match=r"cannot watch .*missing: no such file"):
-        watcher.start()
+        await watcher.start()
 
 
 def test_hot_target_parse_and_names(tmp_path: Path) -> None:

@@ -31,6 +31,8 @@ __all__ = [
     "Broken",
     "PluginProjects",
     "Variant",
+    "Wheels",
+    "compile_wheels",
     "rewrite_member",
     "write_projects",
 ]
@@ -66,7 +68,7 @@ from controllerbus.bus import (
     Resolver,
     ResolverHandler,
 )
-from controllerbus.example.hello import Hello, HelloReply
+from controllerbus.api.hello import Hello, HelloReply
 
 CONTROLLER_ID = "$config_id"
 
@@ -177,6 +179,36 @@ class PluginProjects:
     def top_levels(self, generated_module: str) -> tuple[str, ...]:
         """Every top-level module a compiled wheel of these projects ships."""
         return tuple(sorted((generated_module, self.package, self.library_package)))
+
+
+@dataclass(frozen=True, slots=True)
+class Wheels:
+    """A test module's plugin: v1 says "hello", v2 (library edited) says "howdy"."""
+
+    projects: PluginProjects
+    v1: CompileResult
+    v2: CompileResult
+
+    @property
+    def binary_id(self) -> str:
+        return self.projects.binary_id
+
+    @property
+    def top_levels(self) -> tuple[str, ...]:
+        return self.projects.top_levels(self.v1.module)
+
+    @property
+    def greeter_module(self) -> str:
+        return f"{self.projects.package}.greeter"
+
+
+def compile_wheels(root: Path, prefix: str) -> Wheels:
+    """Write the projects under ``root/projects`` and compile v1 and v2 of the plugin."""
+    projects = write_projects(root / "projects", prefix)
+    v1 = projects.compile(root / "v1")
+    projects.set_greeting("howdy")
+    v2 = projects.compile(root / "v2")
+    return Wheels(projects, v1, v2)
 
 
 def write_projects(root: Path, prefix: str, *, greeting: str = "hello") -> PluginProjects:

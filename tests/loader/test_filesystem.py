@@ -37,11 +37,11 @@ from controllerbus.loader.filesystem import (
 from controllerbus.loader.host import PluginHost
 from controllerbus.loader.state import StateDir
 
-from .pluginkit import PluginProjects, write_projects
+from .pluginkit import Wheels, compile_wheels
 from .wheelkit import corrupt_member
 
 if TYPE_CHECKING:
-    from controllerbus.compiler import CompileResult
+    pass
 
 PREFIX = "cbt_fs"
 DIR = Path("/plugins")
@@ -422,21 +422,9 @@ async def test_factory_constructs_a_controller_for_an_existing_directory(
 # -- the controller on a real directory -----------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Wheels:
-    projects: PluginProjects
-    v1: CompileResult
-    v2: CompileResult
-
-
 @pytest.fixture(scope="module")
 def wheels(tmp_path_factory: pytest.TempPathFactory) -> Wheels:
-    root = tmp_path_factory.mktemp("fs-plugins")
-    projects = write_projects(root / "projects", PREFIX)
-    v1 = projects.compile(root / "v1")
-    projects.set_greeting("howdy")
-    v2 = projects.compile(root / "v2")
-    return Wheels(projects, v1, v2)
+    return compile_wheels(tmp_path_factory.mktemp("fs-plugins"), PREFIX)
 
 
 @contextlib.asynccontextmanager

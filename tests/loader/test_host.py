@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from controllerbus.api.hello import Hello, HelloReply
 from controllerbus.bus.directives import LoadControllerWithConfig
 from controllerbus.bus.executor import wait_exec_controller_running
 from controllerbus.bus.helpers import exec_one_off
@@ -31,10 +32,9 @@ from controllerbus.configset import (
     lookup_config_constructor,
     parse_document,
 )
+from controllerbus.configset.applier import ConfigSetApplier
 from controllerbus.core import new_core_bus
-from controllerbus.daemon import ConfigSetApplier
 from controllerbus.errors import LoaderError
-from controllerbus.example.hello import Hello, HelloReply
 from controllerbus.loader.errors import HostDependencyError, PluginImportError
 from controllerbus.loader.host import PluginHost
 from controllerbus.loader.manifest import (
@@ -48,8 +48,15 @@ from controllerbus.loader.manifest import (
 from controllerbus.loader.purge import purge_generation
 from controllerbus.loader.state import StateDir
 from controllerbus.loader.trial import TrialServer, trial_runner
+from tests.helpers import eventually
 
-from .pluginkit import BROKEN_VARIANTS, PluginProjects, rewrite_member, write_projects
+from .pluginkit import (
+    BROKEN_VARIANTS,
+    PluginProjects,
+    Wheels,
+    compile_wheels,
+    rewrite_member,
+)
 from .wheelkit import snapshot
 
 if TYPE_CHECKING:
@@ -61,36 +68,11 @@ if TYPE_CHECKING:
 PREFIX = "cbt_host"
 
 
-@dataclass(frozen=True, slots=True)
-class Wheels:
-    """The module's plugin: v1 says "hello", v2 (library edited) says "howdy"."""
-
-    projects: PluginProjects
-    v1: CompileResult
-    v2: CompileResult
-
-    @property
-    def binary_id(self) -> str:
-        return self.projects.binary_id
-
-    @property
-    def top_levels(self) -> tuple[str, ...]:
-        return self.projects.top_levels(self.v1.module)
-
-    @property
-    def greeter_module(self) -> str:
-        return f"{self.projects.package}.greeter"
-
-
 @pytest.fixture(scope="module")
 def wheels(tmp_path_factory: pytest.TempPathFactory) -> Wheels:
-    root = tmp_path_factory.mktemp("host-plugins")
-    projects = write_projects(root / "projects", PREFIX)
-    v1 = projects.compile(root / "v1")
-    projects.set_greeting("howdy")
-    v2 = projects.compile(root / "v2")
-    assert v1.sha256 != v2.sha256
-    return Wheels(projects, v1, v2)
+    wheels = compile_wheels(tmp_path_factory.mktemp("host-plugins"), PREFIX)
+    assert wheels.v1.sha256 != wheels.v2.sha256
+    return wheels
 
 
 @dataclass(eq=False)
@@ -175,15 +157,25 @@ async def ask(bus: Bus, name: str = "bob") -> str | None:
 async def answer_becomes(bus: Bus, expected: str, *, within: float = 10.0) -> None:
     """Ask until the answer is ``expected`` (a restarting controller takes a moment)."""
     seen: list[str | None] = []
-    deadline = asyncio.get_running_loop().time() + within
-    while asyncio.get_running_loop().time() < deadline:
+
+    async def answered() -> bool:
         seen.append(await ask(bus))
-        if seen[-1] == expected:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(
-        f"never answered {expected!r}; answers seen: {sorted(set(map(str, seen)))}"
+        return seen[-1] == expected
+
+    await eventually(
+        answered,
+        within=within,
+        step=0.01,
+        failure=lambda: f"never answered {expected!r}; answers seen: {sorted(set(map(str, seen)))}",
     )
+
+
+async def load_and_greet(h: Harness, wheel: Path) -> None:
+    """Load ``wheel``, apply the greeter's config set and wait until it answers."""
+    await h.host.load(wheel)
+    assert h.applier is not None
+    await h.applier.apply(strict=True)
+    await answer_becomes(h.bus, "hello, bob!")
 
 
 class Greeter:
@@ -310,10 +302,7 @@ async def test_unload_stops_running_controllers_of_the_plugin(
     wheels: Wheels, tmp_path: Path
 ) -> None:
     async with plugin_host(tmp_path, greeter_config=wheels.projects.config_id) as h:
-        await h.host.load(wheels.v1.wheel)
-        assert h.applier is not None
-        await h.applier.apply(strict=True)
-        await answer_becomes(h.bus, "hello, bob!")
+        await load_and_greet(h, wheels.v1.wheel)
 
         report = await h.host.unload(wheels.binary_id)
 
@@ -362,6 +351,26 @@ async def test_records_active_in_a_previous_process_start_as_unloaded(
         assert h.host.active() == {}
 
 
+async def test_outcomes_can_be_awaited_instead_of_polled(wheels: Wheels, tmp_path: Path) -> None:
+    bad = tmp_path / "bad" / wheels.v1.wheel.name.replace(wheels.v1.version, "9.9.9")
+    bad.parent.mkdir()
+    bad.write_bytes(b"not a zip")
+    async with plugin_host(tmp_path) as h:
+        failed = asyncio.create_task(h.host.wait_for_record(wheel_key(bad)))
+        loaded = asyncio.create_task(h.host.wait_for_generation(wheels.binary_id))
+        await asyncio.sleep(0.01)
+        assert not failed.done()
+        assert not loaded.done()
+        with pytest.raises(LoaderError):
+            await h.host.load(bad)
+        assert (await asyncio.wait_for(failed, 5)).status == "failed"
+        assert not loaded.done()
+        await h.host.load(wheels.v1.wheel)
+        assert await asyncio.wait_for(loaded, 5) == wheels.v1.sha256
+        # Already true: at once.
+        assert await h.host.wait_for_generation(wheels.binary_id, "other") == wheels.v1.sha256
+
+
 # -- reload -----------------------------------------------------------------------------------
 
 
@@ -369,10 +378,7 @@ async def test_reload_switches_to_new_code_and_collects_the_old_generation(
     wheels: Wheels, tmp_path: Path
 ) -> None:
     async with plugin_host(tmp_path, greeter_config=wheels.projects.config_id) as h:
-        await h.host.load(wheels.v1.wheel)
-        assert h.applier is not None
-        await h.applier.apply(strict=True)
-        await answer_becomes(h.bus, "hello, bob!")
+        await load_and_greet(h, wheels.v1.wheel)
         old_greeter = _module_ref(wheels.greeter_module)
 
         result = await h.host.load(wheels.v2.wheel)
@@ -568,10 +574,7 @@ async def test_activation_failure_after_the_switch_rolls_back(
         wheels.v1, wheels.projects, tmp_path / "bad" / wheels.v1.wheel.name
     )
     async with plugin_host(tmp_path, trial=trial, greeter_config=wheels.projects.config_id) as h:
-        await h.host.load(wheels.v1.wheel)
-        assert h.applier is not None
-        await h.applier.apply(strict=True)
-        await answer_becomes(h.bus, "hello, bob!")
+        await load_and_greet(h, wheels.v1.wheel)
         old_greeter = _module_ref(wheels.greeter_module)
         good_record = h.host.manifest.get(wheels.binary_id)
         assert good_record is not None

@@ -15,8 +15,10 @@ from pydantic import ValidationError
 from controllerbus.loader import (
     CorruptManifest,
     Manifest,
+    ManifestBook,
     ManifestRecord,
     read_manifest,
+    verify_wheel,
     wheel_key,
     write_manifest,
 )
@@ -152,3 +154,61 @@ def test_upsert_keeps_one_record_per_id(ids: list[str], statuses: list[str]) -> 
     keys = [r.binary_id for r in manifest.plugins]
     assert keys == sorted(set(ids))
     assert Manifest.model_validate_json(manifest.model_dump_json()) == manifest
+
+
+# -- the book: one writer, a record per outcome -------------------------------------------------
+
+
+def test_book_records_each_outcome_and_writes_it(hello_wheel: Path, tmp_path: Path) -> None:
+    verified = verify_wheel(hello_wheel)
+    written: list[ManifestRecord] = []
+    book = ManifestBook(tmp_path, on_write=written.append)
+    book.loaded(
+        verified,
+        binary_id="demo",
+        binary_version="1.0",
+        wheel=hello_wheel,
+        generation=verified.sha256,
+        factories=["demo/echo"],
+        load_ms=1.23456,
+    )
+    on_disk = read_manifest(tmp_path).get("demo")
+    assert on_disk is not None
+    assert on_disk == book.get("demo") == written[-1]
+    assert (on_disk.status, on_disk.build_hash, on_disk.load_ms) == (
+        "active",
+        verified.build_hash,
+        1.235,
+    )
+
+    # A failed reload while the old generation serves keeps the record active.
+    book.failed("demo", hello_wheel, verified, "boom", serving=True)
+    assert (read_manifest(tmp_path).get("demo") or on_disk).model_dump() == {
+        **on_disk.model_dump(),
+        "error": "boom",
+    }
+
+    unloaded = book.unloaded("demo", ["class X survived"])
+    assert unloaded is not None
+    assert unloaded.status == "unloaded"
+    assert unloaded.leaks == ["class X survived"]
+    assert unloaded.unloaded_at is not None
+    assert book.unloaded("nobody", []) is None
+
+    interrupted = book.interrupted("demo")
+    assert interrupted is not None
+    assert "interrupted" in (interrupted.error or "")
+
+    failed = book.failed(wheel_key(hello_wheel), hello_wheel, None, "not a zip", serving=False)
+    assert (failed.status, failed.wheel_sha256, failed.error) == ("failed", "", "not a zip")
+    assert len(written) == 5
+    assert read_manifest(tmp_path) == book.manifest
+
+
+def test_book_reads_records_of_a_previous_process_as_unloaded(tmp_path: Path) -> None:
+    write_manifest(tmp_path, Manifest(plugins=[_record("a"), _record("b", status="failed")]))
+    book = ManifestBook(tmp_path)
+    assert [(r.binary_id, r.status) for r in book.manifest.plugins] == [
+        ("a", "unloaded"),
+        ("b", "failed"),
+    ]

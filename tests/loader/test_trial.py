@@ -5,10 +5,20 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from controllerbus.loader.trial import TrialServer, trial_in_subprocess
+from controllerbus.loader.trial import (
+    ForkTrialRunner,
+    NoTrialRunner,
+    SubprocessTrialRunner,
+    TrialKind,
+    TrialResult,
+    TrialServer,
+    trial_in_subprocess,
+    trial_runner,
+)
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="the trial server forks")
 
@@ -79,3 +89,41 @@ async def test_one_shot_subprocess_reports_missing_module(tmp_path: Path) -> Non
     result = await trial_in_subprocess(Path(sys.executable), tmp_path, "x=no_such_module_xyz:P")
     assert result["ok"] is False
     assert "ModuleNotFoundError" in result["error"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "runner"),
+    [("fork", ForkTrialRunner), ("subprocess", SubprocessTrialRunner), ("none", NoTrialRunner)],
+)
+def test_trial_runner_builds_each_kind(tmp_path: Path, kind: TrialKind, runner: type) -> None:
+    built = trial_runner(kind, tmp_path)
+    assert isinstance(built, runner)
+    assert built.kind == kind
+
+
+def test_an_unknown_trial_kind_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown trial kind 'inprocess'; expected one of fork"):
+        trial_runner("inprocess", tmp_path)  # type: ignore[arg-type]
+
+
+def test_trial_result_from_the_child_answer() -> None:
+    assert TrialResult.from_json({"ok": True, "factories": ["a/1"]}) == TrialResult(
+        True, factories=("a/1",)
+    )
+    assert TrialResult.from_json({"ok": False, "error": "boom"}) == TrialResult(False, "boom")
+
+
+async def test_fork_runner_warms_up_in_the_background_and_closes(tmp_path: Path) -> None:
+    runner = trial_runner("fork", tmp_path)
+    runner.start()
+    runner.start()  # idempotent
+    try:
+        site = tmp_path / "site"
+        entry = _plugin(site, "cbt_runner_good", GOOD.format(name="cbt_runner_good"))
+        name, _, value = entry.partition("=")
+        generation = SimpleNamespace(site_packages=site)
+        result = await runner.trial(generation, name, value)  # type: ignore[arg-type]
+        assert result.ok, result.error
+        assert result.factories == ("controllerbus/example/boilerplate/1",)
+    finally:
+        await runner.aclose()

@@ -1,4 +1,4 @@
-"""The hot-demo plugin (BUS.md 8, scenario 2), compiled and loaded like a user would."""
+"""The hot-demo plugin (docs/bus.md#hot-demo-controller), compiled and loaded like a user would."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The controller bus core (asyncio). It knows nothing of plugins, compilers or loaders.
 
-See ``BUS.md`` for the semantics; :func:`controllerbus.core.new_core_bus` builds a
+See docs/bus.md for the semantics; :func:`controllerbus.core.new_core_bus` builds a
 bus with the loader and a static resolver ready.
 """
 
@@ -39,6 +39,7 @@ from controllerbus.bus.protocols import (
     Directive,
     DirectiveHandler,
     DirectiveInstance,
+    FactoriesChanged,
     Factory,
     FactoryResolver,
     Reference,
@@ -46,6 +47,7 @@ from controllerbus.bus.protocols import (
     Resolver,
     ResolverHandler,
     ValueOptions,
+    WatchableFactoryResolver,
 )
 from controllerbus.bus.resolver import ResolverController, StaticResolver
 from controllerbus.bus.tasks import TaskSet, forever
@@ -71,6 +73,7 @@ __all__ = [
     "DirectiveInstance",
     "ExecController",
     "ExecControllerValue",
+    "FactoriesChanged",
     "Factory",
     "FactoryResolver",
     "Instance",
@@ -87,6 +90,7 @@ __all__ = [
     "StaticResolver",
     "TaskSet",
     "ValueOptions",
+    "WatchableFactoryResolver",
     "directive_label",
     "exec_collect_values",
     "exec_one_off",

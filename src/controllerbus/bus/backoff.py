@@ -1,8 +1,8 @@
 """Exponential backoff with jitter, as cenkalti/backoff's ``ExponentialBackOff``.
 
-The loader controller retries a failed controller with these defaults (BUS.md 6):
-initial 0.5 s, multiplier 2, max interval 30 s, max elapsed 60 s, randomization
-factor 0.5. Time and randomness are injectable so tests need not sleep for real.
+The loader controller (docs/bus.md#the-loader-controller) retries a failed controller
+with these defaults: initial 0.5 s, multiplier 2, max interval 30 s, max elapsed 60 s,
+randomization factor 0.5. Time and randomness are injectable so tests need not sleep for real.
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""The bus: directive de-duplication, handlers and controllers (BUS.md 2 and 5).
+"""The bus: directive de-duplication, handlers and controllers.
+
+Semantics: docs/bus.md#de-duplication, docs/bus.md#controllers-on-the-bus.
 
 Usage::
 
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from types import TracebackType
 from typing import Any
 
@@ -118,6 +120,35 @@ class Bus:
         tasks: list[asyncio.Task[None]] = []
         for inst in list(self._instances):
             tasks.extend(inst.detach_owner(handler))
+        return tasks
+
+    def reoffer(
+        self, handler: DirectiveHandler, match: Callable[[Instance], bool] | None = None
+    ) -> list[asyncio.Task[None]]:
+        """Offer live directives to ``handler`` again, replacing its earlier answers.
+
+        For each live instance (those ``match`` accepts, or all): the resolvers
+        ``handler`` attached before are cancelled and the values they added removed,
+        then ``handler.handle_directive`` is asked again and the new resolvers start
+        once the cancelled ones have ended. Other handlers' resolvers and values are
+        untouched. A handler whose answers changed (e.g. factories added at runtime)
+        calls this; a handler not on the bus is ignored.
+
+        Returns:
+            The cancelled resolver tasks (await them to know they have ended).
+        """
+        if self._closed or handler not in self._handlers:
+            return []
+        tasks: list[asyncio.Task[None]] = []
+        for inst in list(self._instances):
+            if inst.released or (match is not None and not match(inst)):
+                continue
+            try:
+                resolvers = list(handler.handle_directive(inst))
+            except Exception:
+                logger.exception("error handling directive %s", inst.label)
+                resolvers = []
+            tasks.extend(inst.replace_resolvers(handler, resolvers))
         return tasks
 
     def get_controllers(self) -> list[Controller]:

@@ -1,4 +1,4 @@
-"""The directives of the loader path (BUS.md 6).
+"""The directives of the loader path (docs/bus.md#loader-directives).
 
 ``LoadControllerWithConfig(config)`` is what users add; resolver controllers answer
 it by adding ``ExecController(factory, config)``, which the loader controller
@@ -29,7 +29,7 @@ _ONE_HARD = ValueOptions(max_value_count=1, max_value_hard_cap=True)
 
 
 def _config_debug_vals(config: Config) -> dict[str, list[str]]:
-    # The config's own keys never override config-id (BUS.md 6, validation).
+    # The config's own keys never override config-id (docs/bus.md#loader-directives).
     vals = {k: list(v) for k, v in config.debug_vals().items() if k != "config-id"}
     vals["config-id"] = [config.config_id()]
     return vals

@@ -1,4 +1,6 @@
-"""The loader controller: constructs and runs controllers for ``ExecController`` (BUS.md 6).
+"""The loader controller: constructs and runs controllers for ``ExecController``.
+
+Semantics: docs/bus.md#the-loader-controller.
 
 Go's loader never retries in practice (its resolvers are never restarted for an
 unlimited directive), so a failed controller stays dead and is never closed. This

@@ -1,4 +1,6 @@
-"""Helpers over the bus: one-off directives, value collection, reference handlers (BUS.md 3)."""
+"""Helpers over the bus: one-off directives, value collection, reference handlers.
+
+Semantics: docs/bus.md#helpers."""
 
 from __future__ import annotations
 

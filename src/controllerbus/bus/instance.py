@@ -1,4 +1,6 @@
-"""Directive instances: values, references, resolvers, dispose and idle (BUS.md 2-4).
+"""Directive instances: values, references, resolvers, dispose and idle.
+
+Semantics: docs/bus.md#instances-and-references.
 
 One :class:`Instance` exists per distinct directive on the bus. It owns:
 
@@ -90,6 +92,9 @@ class _Attached:
     detached: bool = False
     restart_pending: bool = False
     value_ids: set[int] = field(default_factory=set)
+    # Runs of the resolvers this one replaced (re-offer) that have not ended yet;
+    # it starts only once they have, so the old run's cleanup comes first.
+    after: set[asyncio.Task[None]] = field(default_factory=set)
 
 
 class _ResolverHandle:
@@ -201,7 +206,7 @@ class Instance:
         return _remover(self._idle_cbs, key)
 
     def close(self) -> None:
-        """Dispose the instance: idempotent; see BUS.md section 3 "Dispose"."""
+        """Dispose the instance: idempotent; see docs/bus.md#dispose."""
         if self._released:
             return
         self._released = True
@@ -230,7 +235,7 @@ class Instance:
     # -- used by the bus -------------------------------------------------------------------
 
     def attach_resolvers(self, owner: DirectiveHandler, resolvers: Sequence[Resolver]) -> None:
-        """Attach resolvers returned by ``owner`` and start them (BUS.md 4, attachment)."""
+        """Attach resolvers returned by ``owner`` and start them (docs/bus.md#resolvers)."""
         if self._released:
             return
         for resolver in resolvers:
@@ -261,6 +266,31 @@ class Instance:
             self._detach(attached)
         return tasks
 
+    def replace_resolvers(
+        self, owner: DirectiveHandler, resolvers: Sequence[Resolver]
+    ) -> list[asyncio.Task[None]]:
+        """Detach ``owner``'s resolvers (values removed) and attach ``resolvers``.
+
+        The new resolvers start once every cancelled run of the old ones has ended
+        (counted as running meanwhile, so the instance does not look idle between).
+
+        Returns:
+            The cancelled resolver tasks.
+        """
+        if self._released:
+            return []
+        old = [a for a in self._attached if a.owner is owner]
+        pending = {a.task for a in old if a.task is not None}
+        for a in old:
+            pending |= a.after
+        tasks = self.detach_owner(owner)
+        for resolver in resolvers:
+            attached = _Attached(resolver, owner, after=set(pending))
+            self._attached.append(attached)
+            if not pending and not self._resolvers_cancelled:
+                self._start(attached)
+        return tasks
+
     def resolver_tasks(self) -> list[asyncio.Task[None]]:
         """The tasks of the resolvers running now (to await after :meth:`close`)."""
         return [a.task for a in self._attached if a.task is not None]
@@ -272,7 +302,7 @@ class Instance:
         return self._cb_seq
 
     def _start(self, attached: _Attached) -> None:
-        if self._released or attached.detached or attached.errored:
+        if self._released or attached.detached or attached.errored or attached.after:
             return
         self._running += 1
         try:
@@ -297,6 +327,12 @@ class Instance:
                 exc_info=exc,
                 extra={"directive": self._label},
             )
+        # Start the replacements waiting for this run before counting it as ended.
+        for waiting in self._attached:
+            if task in waiting.after:
+                waiting.after.discard(task)
+                if not waiting.after and not self._resolvers_cancelled:
+                    self._start(waiting)
         self._running -= 1
         if self._running == 0 and self._idle_cbs:
             callbacks = list(self._idle_cbs.values())
@@ -311,6 +347,7 @@ class Instance:
     def _detach(self, attached: _Attached) -> None:
         attached.detached = True
         attached.restart_pending = False
+        attached.after.clear()
         if attached.task is not None:
             attached.task.cancel()
 
@@ -324,7 +361,7 @@ class Instance:
     def _restart_resolvers(self) -> None:
         self._resolvers_cancelled = False
         for attached in self._attached:
-            if attached.errored or attached.detached:
+            if attached.errored or attached.detached or attached.after:
                 continue
             if attached.task is None:
                 self._start(attached)

@@ -2,7 +2,7 @@
 
 These are :class:`typing.Protocol` classes, so plugins need not inherit from them;
 those that do inherit get the default method bodies (for example a directive that
-never supersedes). See ``BUS.md`` sections 1-4 for the semantics.
+never supersedes). See docs/bus.md#pieces through docs/bus.md#resolvers for the semantics.
 
 Python shape versus the Go original:
 
@@ -36,6 +36,7 @@ __all__ = [
     "Directive",
     "DirectiveHandler",
     "DirectiveInstance",
+    "FactoriesChanged",
     "Factory",
     "FactoryResolver",
     "Reference",
@@ -43,6 +44,7 @@ __all__ = [
     "Resolver",
     "ResolverHandler",
     "ValueOptions",
+    "WatchableFactoryResolver",
 ]
 
 
@@ -239,3 +241,21 @@ class FactoryResolver(Protocol):
     async def get_config_ctor_by_id(self, config_id: str) -> ConfigConstructor | None: ...
 
     async def get_factory_matching_config(self, config: Config) -> Factory | None: ...
+
+
+FactoriesChanged = Callable[[frozenset[str]], None]
+"""Told the config ids whose factory was added, replaced or removed."""
+
+
+class WatchableFactoryResolver(FactoryResolver, Protocol):
+    """Optional extension of :class:`FactoryResolver`: factories that change at runtime.
+
+    A resolver controller subscribes while it runs and, on each call, offers the live
+    directives for those config ids to itself again (:meth:`Bus.reoffer`), so a
+    directive waiting for a factory is answered once one is added, and one served by
+    a removed factory loses that answer.
+    """
+
+    def subscribe(self, callback: FactoriesChanged) -> Callable[[], None]:
+        """Call ``callback`` after every change; return a function that unsubscribes."""
+        ...

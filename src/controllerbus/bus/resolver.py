@@ -1,4 +1,6 @@
-"""Factory resolvers and the controller that puts one on the bus (BUS.md 6).
+"""Factory resolvers and the controller that puts one on the bus.
+
+Semantics: docs/bus.md#resolver-controllers.
 
 A :class:`ResolverController` wraps one :class:`FactoryResolver` (the static map
 here, or a plugin's) and answers ``LoadControllerWithConfig``,
@@ -6,13 +8,21 @@ here, or a plugin's) and answers ``LoadControllerWithConfig``,
 controllers answer the same ``LoadControllerWithConfig``; the ``ExecController``
 directives they add de-duplicate on the bus, and a factory with a strictly higher
 version supersedes.
+
+A resolver with a ``subscribe`` method (:class:`StaticResolver`) reports factory
+changes while its controller runs; the controller then re-offers the directives for
+the changed config ids to itself (:meth:`Bus.reoffer`), so waiting directives are
+answered and withdrawn factories stop serving (docs/bus.md, "Factories added at
+runtime").
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Iterable, Sequence
+import threading
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from packaging.version import InvalidVersion, Version
@@ -25,11 +35,12 @@ from controllerbus.bus.directives import (
     LoadControllerWithConfig,
     LoadFactoryByConfig,
 )
-from controllerbus.bus.helpers import PassThruHandler
+from controllerbus.bus.helpers import CallbackHandler, PassThruHandler
 from controllerbus.bus.protocols import (
     ConfigConstructor,
     ControllerInfo,
     DirectiveInstance,
+    FactoriesChanged,
     Factory,
     FactoryResolver,
     Resolver,
@@ -53,10 +64,19 @@ def _version_ge(a: str, b: str) -> bool:
 
 
 class StaticResolver:
-    """A map of config id to factory (resolver id ``static``, version ``0.0.1``)."""
+    """A map of config id to factory (resolver id ``static``, version ``0.0.1``).
+
+    Factories may be added and removed while it is on the bus: every change is told
+    to the subscribers (:class:`~controllerbus.bus.WatchableFactoryResolver`), so
+    directives already waiting for a config id are answered. Change it from the
+    event loop's thread; a resolver controller hands calls from other threads over
+    to its loop.
+    """
 
     def __init__(self, factories: Iterable[Factory] = ()) -> None:
         self._factories: dict[str, Factory] = {}
+        self._subscribers: dict[int, FactoriesChanged] = {}
+        self._next_key = 0
         for factory in factories:
             self.add_factory(factory)
 
@@ -66,20 +86,41 @@ class StaticResolver:
     def resolver_version(self) -> str:
         return "0.0.1"
 
-    def add_factory(self, factory: Factory) -> None:
-        """Register ``factory``; an existing one with an equal or higher version stays."""
-        existing = self._factories.get(factory.config_id())
+    def add_factory(self, factory: Factory) -> bool:
+        """Register ``factory``; an existing one with an equal or higher version stays.
+
+        Returns:
+            Whether ``factory`` was registered (subscribers are told only then).
+        """
+        config_id = factory.config_id()
+        existing = self._factories.get(config_id)
         if existing is not None and _version_ge(existing.version(), factory.version()):
-            return
-        self._factories[factory.config_id()] = factory
+            return False
+        self._factories[config_id] = factory
+        self._notify(config_id)
+        return True
 
     def remove_factory(self, config_id: str) -> Factory | None:
         """Forget the factory for ``config_id``; return it if there was one."""
-        return self._factories.pop(config_id, None)
+        factory = self._factories.pop(config_id, None)
+        if factory is not None:
+            self._notify(config_id)
+        return factory
 
     def get_factories(self) -> list[Factory]:
         """The registered factories, ordered by config id."""
         return [self._factories[k] for k in sorted(self._factories)]
+
+    def subscribe(self, callback: FactoriesChanged) -> Callable[[], None]:
+        """Call ``callback(config_ids)`` after each change; return the unsubscriber."""
+        self._next_key += 1
+        key = self._next_key
+        self._subscribers[key] = callback
+
+        def unsubscribe() -> None:
+            self._subscribers.pop(key, None)
+
+        return unsubscribe
 
     async def get_config_ctor_by_id(self, config_id: str) -> ConfigConstructor | None:
         factory = self._factories.get(config_id)
@@ -89,6 +130,14 @@ class StaticResolver:
 
     async def get_factory_matching_config(self, config: Config) -> Factory | None:
         return self._factories.get(config.config_id())
+
+    def _notify(self, config_id: str) -> None:
+        changed = frozenset((config_id,))
+        for callback in list(self._subscribers.values()):
+            try:
+                callback(changed)
+            except Exception:
+                logger.exception("factory change subscriber raised (config id %s)", config_id)
 
 
 def _factory_event(factory: Factory) -> asyncio.Event | None:
@@ -120,7 +169,26 @@ class ResolverController:
         return self._info
 
     async def execute(self) -> None:
-        return None
+        """Follow the resolver's factory changes while on the bus, if it reports them."""
+        subscribe = getattr(self._resolver, "subscribe", None)
+        if not callable(subscribe):
+            return
+        loop = asyncio.get_running_loop()
+        loop_thread = threading.get_ident()
+
+        def changed(config_ids: frozenset[str]) -> None:
+            if threading.get_ident() == loop_thread:
+                self._factories_changed(config_ids)
+                return
+            # A closed loop raises RuntimeError: nothing is waiting any more then.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._factories_changed, config_ids)
+
+        unsubscribe = subscribe(changed)
+        try:
+            await forever()
+        finally:
+            unsubscribe()
 
     def handle_directive(self, inst: DirectiveInstance) -> Sequence[Resolver]:
         directive = inst.get_directive()
@@ -136,6 +204,23 @@ class ResolverController:
         """Release every ``ExecController`` reference this controller holds."""
         self._closed.set()
 
+    def _factories_changed(self, config_ids: frozenset[str]) -> None:
+        # Withdraw this controller's answers to the directives for those ids and
+        # answer them again from the resolver as it is now.
+        if self._closed.is_set() or self._bus.closed:
+            return
+        logger.debug("%s: factories changed for %s", self._info.id, ", ".join(sorted(config_ids)))
+        self._bus.reoffer(self, lambda inst: _config_id_of(inst.get_directive()) in config_ids)
+
+
+def _config_id_of(directive: object) -> str | None:
+    """The config id a directive answered by resolver controllers asks for."""
+    if isinstance(directive, (LoadControllerWithConfig, LoadFactoryByConfig)):
+        return directive.config.config_id()
+    if isinstance(directive, LoadConfigConstructorByID):
+        return directive.config_id
+    return None
+
 
 class _LoadControllerResolver:
     def __init__(self, ctrl: ResolverController, config: Config) -> None:
@@ -147,25 +232,54 @@ class _LoadControllerResolver:
         factory = await ctrl.resolver.get_factory_matching_config(self._config)
         if factory is None:
             return
-        exec_disposed = asyncio.Event()
-        passthru = PassThruHandler(handler, on_disposed=lambda _inst: exec_disposed.set())
+        stops = [ctrl._closed]
+        if (factory_done := _factory_event(factory)) is not None:
+            stops.append(factory_done)
+        # One round per ExecController instance this resolver follows. Another
+        # resolver's strictly newer factory supersedes ours; an equal or older one of
+        # ours joins theirs. Theirs is only watched, through a weak reference: its
+        # owner reports its values, and it goes when the owner withdraws it (factory
+        # removed, plugin unloaded); ours then serves again in the next round.
+        while not any(event.is_set() for event in stops) and not ctrl._bus.closed:
+            if not await self._follow(handler, factory, stops):
+                return
+
+    async def _follow(
+        self, handler: ResolverHandler, factory: Factory, stops: list[asyncio.Event]
+    ) -> bool:
+        """Serve through one ExecController instance; whether to go round again."""
+        ctrl = self._ctrl
         try:
-            _inst, ref = ctrl._bus.add_directive(ExecController(factory, self._config), passthru)
+            inst, ref = ctrl._bus.add_directive(ExecController(factory, self._config))
         except Exception as exc:
             # Log text, not the exception: a retained log record must not pin its frames.
             logger.warning(
                 "cannot execute controller for %s: %s", self._config.config_id(), str(exc)
             )
             handler.add_value(ExecControllerValue(error=exc))
-            return
-        waits = [exec_disposed, ctrl._closed]
-        if (factory_done := _factory_event(factory)) is not None:
-            waits.append(factory_done)
+            return False
+        exec_disposed = asyncio.Event()
+
+        def disposed(_inst: DirectiveInstance) -> None:
+            exec_disposed.set()
+
+        directive = inst.get_directive()
+        passthru: PassThruHandler | None = None
+        if isinstance(directive, ExecController) and directive.factory is factory:
+            passthru = PassThruHandler(handler, on_disposed=disposed)
+            held = inst.add_reference(passthru)
+        else:
+            held = inst.add_reference(CallbackHandler(on_disposed=disposed), weak=True)
+        ref.release()
+        if held is None:  # pragma: no cover - the instance cannot go in between
+            return True
         try:
-            await wait_first(waits)
+            await wait_first([exec_disposed, *stops])
         finally:
-            ref.release()
-            passthru.clear()
+            held.release()
+            if passthru is not None:
+                passthru.clear()
+        return exec_disposed.is_set()
 
 
 class _LoadFactoryResolver:
@@ -177,13 +291,10 @@ class _LoadFactoryResolver:
         factory = await self._resolver.get_factory_matching_config(self._config)
         if factory is None:
             return
-        value_id = handler.add_value(factory)
-        if value_id is None:
-            return
-        try:
-            await forever()
-        finally:
-            handler.remove_value(value_id)
+        # The value stays until the directive goes, this controller leaves the bus or
+        # the factory changes (re-offer). Removing it when the run is cancelled would
+        # loop: the max-one limit cancels the run, removal restarts it, it adds again.
+        handler.add_value(factory)
 
 
 class _ConfigCtorResolver:

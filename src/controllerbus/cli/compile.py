@@ -13,15 +13,14 @@ scripts can capture it.
 from __future__ import annotations
 
 import json
-import logging
 import signal
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
+from controllerbus.cli._common import setup_logging
 from controllerbus.compiler import (
     DEFAULT_BINARY_VERSION,
     DEFAULT_BUILD_PREFIX,
@@ -184,7 +183,7 @@ def compile_command(
       cbus-compile compile -o dist-plugins --json plugins/hello plugins/other
       CBUS_ISOLATED=1 cbus-compile compile plugins/hello
     """
-    _setup_logging(verbose)
+    setup_logging(verbose, quiet=True)
     options: dict[str, Any] = {
         "output_dir": output_dir,
         "codegen_dir": codegen_dir,
@@ -224,7 +223,7 @@ def codegen_command(
       cbus-compile codegen --codegen-dir build/overlay plugins/hello
       python -m build --wheel build/overlay   # what 'compile --isolated' runs
     """
-    _setup_logging(verbose)
+    setup_logging(verbose, quiet=True)
     try:
         result = codegen(
             targets,
@@ -327,14 +326,6 @@ def _watch(targets: Sequence[Path], options: dict[str, Any], as_json: bool) -> N
         raise click.ClickException(f"cannot watch the plugin's files: {exc}") from exc
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-def _setup_logging(verbose: int) -> None:
-    level = logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(
-        level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger("controllerbus").setLevel(level)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -14,6 +14,7 @@ import click
 from controllerbus.cli._common import fail, setup_logging
 from controllerbus.daemon import DEFAULT_CONFIG, DEFAULT_STATE_DIR, DaemonOptions, run_daemon
 from controllerbus.errors import ControllerBusError
+from controllerbus.example import boilerplate, hello_probe
 
 if TYPE_CHECKING:
     from controllerbus.loader.manifest import ManifestRecord
@@ -46,7 +47,9 @@ async def _run_until_signal(options: DaemonOptions) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await run_daemon(options, stop)
+        await run_daemon(
+            options, stop, factories=[boilerplate.new_factory, hello_probe.new_factory]
+        )
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
@@ -62,7 +65,7 @@ async def _run_until_signal(options: DaemonOptions) -> None:
     show_envvar=True,
     help=f"Config-set file (YAML; JSON if it ends in .json). Default: ./{DEFAULT_CONFIG} if "
     "present, else the first --hot target's own, else none (no config-set controllers). "
-    "Example: -c examples/daemon.yaml",
+    "Example: -c examples/controllerbus_daemon.yaml",
 )
 @click.option(
     "--write-config",
@@ -176,7 +179,7 @@ def demo(ctx: click.Context, sources: Path | None, workdir: Path | None, watch: 
       cbus -v demo --workdir /tmp/cbus-demo
       cbus demo --watch
     """
-    from controllerbus.demo import demo_sources, run_demo
+    from controllerbus.cli.demo import demo_sources, run_demo
 
     if not ctx.find_root().params.get("verbose"):
         # The demo prints its own story; the daemon's log lines are for -v.

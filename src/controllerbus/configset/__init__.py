@@ -1,5 +1,6 @@
 """Config sets: files of ``{key: {id, revision, config}}`` and the controller that runs them."""
 
+from controllerbus.configset.applier import ConfigSetApplier, read_config_document
 from controllerbus.configset.controller import (
     CONFIGSET_CONTROLLER_ID,
     ApplyConfigSet,
@@ -29,6 +30,7 @@ __all__ = [
     "CONFIGSET_CONTROLLER_ID",
     "ApplyConfigSet",
     "ConfigSet",
+    "ConfigSetApplier",
     "ConfigSetConfig",
     "ConfigSetController",
     "ConfigSetError",
@@ -42,6 +44,7 @@ __all__ = [
     "lookup_config_constructor",
     "new_configset_factory",
     "parse_document",
+    "read_config_document",
     "resolve_config_set",
     "unmarshal_config_set",
 ]

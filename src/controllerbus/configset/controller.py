@@ -1,4 +1,6 @@
-"""The ``ApplyConfigSet`` directive and the config-set controller (BUS.md 7).
+"""The ``ApplyConfigSet`` directive and the config-set controller.
+
+Semantics: docs/bus.md#the-config-set-controller.
 
 Adding ``ApplyConfigSet(set)`` makes the controller run one controller per key
 (through ``LoadControllerWithConfig``). Pushing a key again applies the new config

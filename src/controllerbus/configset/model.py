@@ -1,4 +1,4 @@
-"""Config sets: the file format and its in-memory form (BUS.md 7).
+"""Config sets: the file format and its in-memory form (docs/bus.md#config-sets).
 
 A config-set file (YAML or JSON) maps a key to an entry::
 

@@ -1,1 +1,1 @@
-"""Example controllers shipped with the core (BUS.md 8)."""
+"""Example controllers shipped with the core (docs/bus.md#examples)."""

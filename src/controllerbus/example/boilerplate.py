@@ -1,4 +1,4 @@
-"""The boilerplate example controller and directive (BUS.md 8).
+"""The boilerplate example controller and directive (docs/bus.md#boilerplate).
 
 Load it with ``LoadControllerWithConfig(BoilerplateConfig(example_field="testing"))``;
 then ``exec_one_off(bus, Boilerplate("hello world"))`` yields

@@ -6,10 +6,11 @@ changed and switches generations through the loader; :class:`Handoff` carries
 controllers' ``snapshot()``/``restore(state)`` across. See ``docs/hot.md``.
 """
 
+from controllerbus._watch import WatchError
 from controllerbus.hot.handoff import Handoff, HandoffStats
 from controllerbus.hot.session import HotReloader, ReloadEvent
 from controllerbus.hot.targets import HotTarget
-from controllerbus.hot.watcher import BatchWatcher, WatchError
+from controllerbus.hot.watcher import BatchWatcher
 
 __all__ = [
     "BatchWatcher",

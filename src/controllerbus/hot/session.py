@@ -154,14 +154,14 @@ class HotReloader:
             WatchError: a watch cannot be set up.
         """
         events = [await self._build(slot, ()) for slot in self._slots]
-        self._arm()
+        await self._arm()
         self._worker = asyncio.create_task(self._work(), name="cbus-hot-reloader")
         return events
 
     async def aclose(self) -> None:
         """Stop watching and rebuilding (the host's plugins stay loaded)."""
         if self._watcher is not None:
-            await asyncio.to_thread(self._watcher.stop)
+            await self._watcher.stop()
             self._watcher = None
         if self._worker is not None:
             self._worker.cancel()
@@ -176,17 +176,19 @@ class HotReloader:
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _arm(self) -> None:
+    async def _arm(self) -> None:
         roots = {r for slot in self._slots for r in slot.roots}
         if self._watcher is not None and set(self._watcher.paths) == roots:
             return
         watcher = BatchWatcher(
             roots, self._on_batch, debounce_ms=self._debounce_ms, step_ms=self._step_ms
         )
-        watcher.start()
+        # The new watch is up before the old one goes: no change falls in between
+        # (one seen by both only costs a no-op compile).
+        await watcher.start()
         old, self._watcher = self._watcher, watcher
         if old is not None:
-            old.stop()
+            await old.stop()
         logger.info("hot: watching %d path(s)", len(roots))
 
     def _on_batch(self, paths: list[str]) -> None:
@@ -207,7 +209,7 @@ class HotReloader:
                     if mine:
                         await self._build(slot, mine)
                 try:
-                    self._arm()
+                    await self._arm()
                 except WatchError as exc:
                     logger.error("hot: %s; still watching the previous set", exc)
             finally:

@@ -1,25 +1,27 @@
-"""A file watcher on a thread that hands each debounced batch of changes to asyncio.
+"""Hot mode's file watch: debounced batches of changes handed to a callback.
 
-:class:`BatchWatcher` watches a fixed set of paths (files, or directories
-recursively) with watchfiles' notify backend (inotify on Linux) and calls
-``on_batch(paths)`` on the event loop for every group of changes: the group ends
-after ``step_ms`` without a new event, or after ``debounce_ms`` at most. An
-editor's save burst (write temp file, rename, chmod) is one batch.
+A thin layer over the package's one watcher, :mod:`controllerbus._watch`: the paths
+a plugin is made of (``pyproject.toml`` files, and package directories watched
+recursively, so a new file in a package counts) become a
+:class:`~controllerbus._watch.WatchSet`; every batch after the watch is set up goes
+to ``on_batch(paths)`` on the event loop. A batch ends after ``step_ms`` without a
+new event, or ``debounce_ms`` after its first change at most: an editor's save
+burst (write temp file, rename, chmod) is one batch.
 
-A watch that cannot be set up (a path vanished, the inotify watch limit is
-reached) raises :class:`WatchError` from :meth:`BatchWatcher.start`, never a silent
-fallback to no reloads.
+A watch that cannot be set up (a path vanished, the inotify watch limit is reached)
+raises :class:`~controllerbus._watch.WatchError` from :meth:`BatchWatcher.start`,
+never a silent fallback to no reloads.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from controllerbus.errors import ControllerBusError
+from controllerbus._watch import Watcher, WatchError, WatchSet
 
 __all__ = ["DEBOUNCE_MS", "STEP_MS", "BatchWatcher", "WatchError"]
 
@@ -31,26 +33,8 @@ DEBOUNCE_MS = 80
 STEP_MS = 10
 
 
-class WatchError(ControllerBusError):
-    """A file watch could not be set up."""
-
-    def __init__(self, paths: Iterable[Path], reason: str) -> None:
-        self.paths = tuple(paths)
-        self.reason = reason
-        super().__init__(self.paths, reason)
-
-    def __str__(self) -> str:
-        shown = ", ".join(str(p) for p in self.paths[:3])
-        more = f" (+{len(self.paths) - 3} more)" if len(self.paths) > 3 else ""
-        return (
-            f"cannot watch {shown}{more}: {self.reason}. Hot reload needs a working "
-            "watch: check the path exists, or raise the inotify limit "
-            "(sysctl fs.inotify.max_user_watches / max_user_instances)"
-        )
-
-
 class BatchWatcher:
-    """Watch ``paths`` on a daemon thread; see the module docstring."""
+    """Watch ``paths`` (files, or directories recursively); see the module docstring."""
 
     def __init__(
         self,
@@ -64,52 +48,54 @@ class BatchWatcher:
         self._on_batch = on_batch
         self._debounce_ms = debounce_ms
         self._step_ms = step_ms
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
-        """Set the watches up (raises :class:`WatchError`) and start the thread."""
-        from watchfiles._rust_notify import RustNotify
+    async def start(self) -> None:
+        """Set the watch up and return once it is (raises :class:`WatchError`)."""
+        from watchfiles import DefaultFilter
 
-        missing = [p for p in self.paths if not p.exists()]
+        missing = [str(p) for p in self.paths if not p.exists()]
         if missing:
-            raise WatchError(missing, "no such file or directory")
-        try:
-            notifier = RustNotify([str(p) for p in self.paths], False, False, 50, True, False)
-        except (OSError, RuntimeError) as exc:
-            raise WatchError(self.paths, str(exc) or type(exc).__name__) from None
-        loop = asyncio.get_running_loop()
-        self._thread = threading.Thread(
-            target=self._run, args=(notifier, loop), name="cbus-hot-watch", daemon=True
+            raise WatchError(
+                f"cannot watch {', '.join(missing[:3])}: no such file or directory; "
+                "hot reload needs every path of the plugin to exist"
+            )
+        watchset = WatchSet.of(
+            trees=[p for p in self.paths if p.is_dir()],
+            files=[p for p in self.paths if not p.is_dir()],
         )
-        self._thread.start()
+        watcher = Watcher(
+            watchset,
+            accept=DefaultFilter(),
+            debounce_ms=self._debounce_ms,
+            step_ms=self._step_ms,
+            stop=self._stop,
+        )
+        armed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._task = asyncio.create_task(self._run(watcher, armed), name="cbus-hot-watch")
+        await armed
 
-    def _run(self, notifier: object, loop: asyncio.AbstractEventLoop) -> None:
-        from watchfiles import Change, DefaultFilter
-
-        ignore = DefaultFilter()
-        watch = notifier.watch  # type: ignore[attr-defined]
+    async def _run(self, watcher: Watcher, armed: asyncio.Future[None]) -> None:
         try:
-            while not self._stop.is_set():
-                raw = watch(self._debounce_ms, self._step_ms, 500, self._stop)
-                if raw == "stop":
-                    return
-                if raw in ("timeout", "signal"):
-                    continue
-                changed = sorted({path for change, path in raw if ignore(Change(change), path)})
-                if changed:
-                    try:
-                        loop.call_soon_threadsafe(self._on_batch, changed)
-                    except RuntimeError:  # the loop is closed
-                        return
-        except Exception:
-            logger.exception("the hot-reload file watcher stopped")
+            async for batch in watcher:
+                if batch.first:
+                    armed.set_result(None)
+                elif batch.paths:
+                    self._on_batch(list(batch.paths))
+        except WatchError as exc:
+            if not armed.done():
+                armed.set_exception(exc)
+            else:
+                logger.error("hot: the file watch broke, no more reloads: %s", exc)
         finally:
-            notifier.close()  # type: ignore[attr-defined]
+            if not armed.done():
+                armed.cancel()
 
-    def stop(self) -> None:
-        """Stop watching; returns once the thread ended (within one step)."""
+    async def stop(self) -> None:
+        """Stop watching; returns once the watch ended (within one step)."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None

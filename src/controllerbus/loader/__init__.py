@@ -1,6 +1,9 @@
 """controllerbus.loader: verify, install, check, purge and record plugin generations.
 
-Library code with no dependency on the bus. The pieces, in pipeline order:
+Library code. Verifying, installing, checking, purging and recording need no bus;
+the pieces that put plugins on one (``host``, ``activation``, ``filesystem``,
+``plugin_resolver``, ``trial_child``) import :mod:`controllerbus.bus`, never the other
+way round. The pieces, in pipeline order:
 
 * :func:`verify_wheel` checks a wheel completely before anything is written.
 * :func:`plan_install` / :func:`apply_install` turn it into a *generation*: a venv

@@ -1,4 +1,6 @@
-"""The filesystem loader controller: a directory of plugin wheels, kept in sync (BUS.md 9).
+"""The filesystem loader controller: a directory of plugin wheels, kept in sync.
+
+Semantics: docs/loader.md#filesystem-loader.
 
 Controller id ``controllerbus/hot/loader/filesystem/1``. Config ``dir`` (must exist)
 and ``watch``. A sync pass lists the directory (not recursively), keeps regular
@@ -46,6 +48,8 @@ from controllerbus.bus.protocols import (
 from controllerbus.errors import LoaderError
 
 if TYPE_CHECKING:
+    from watchfiles import Change
+
     from controllerbus.loader.host import PluginHost
 
 __all__ = [
@@ -246,36 +250,28 @@ class FilesystemLoaderController:
                 self.stopped.set()
 
     async def _watch(self) -> None:
-        from watchfiles import Change, awatch
+        from controllerbus._watch import Watcher, WatchError, WatchSet
 
         def wanted(_change: Change, path: str) -> bool:
             # Deletions of temp names never matter; a rename into place shows up
             # as an event on the final name.
-            return Path(path).parent == self.directory and is_candidate(Path(path).name)
+            return is_candidate(Path(path).name)
 
-        # The first sync ran before the watcher existed: a wheel written meanwhile
-        # would never produce an event. yield_on_timeout makes awatch yield (maybe
-        # empty) once it is armed, and that first yield triggers a catch-up sync.
-        armed = False
+        watcher = Watcher(
+            WatchSet.of(dirs=[self.directory]),
+            accept=wanted,
+            debounce_ms=self.debounce_ms,
+            step_ms=self.step_ms,
+        )
         try:
-            async for changes in awatch(
-                self.directory,
-                watch_filter=wanted,
-                debounce=self.debounce_ms,
-                step=self.step_ms,
-                recursive=False,
-                rust_timeout=self.debounce_ms,
-                yield_on_timeout=True,
-            ):
-                if armed and not changes:
-                    continue
-                armed = True
-                if logger.isEnabledFor(logging.DEBUG):
-                    logger.debug("%d change(s) in %s", len(changes), self.directory)
+            # The first sync ran before the watcher existed; its first batch (once the
+            # watch is set up) is the catch-up sync, so a wheel written meanwhile counts.
+            async for _batch in watcher:
                 await self.sync()
-        except OSError as exc:
+        except WatchError as exc:
+            reason = exc.__cause__ or exc
             raise LoaderError(
-                f"cannot watch plugins directory {self.directory}: {exc}; raise the "
+                f"cannot watch plugins directory {self.directory}: {reason}; raise the "
                 "inotify limits (fs.inotify.max_user_watches) or run with --no-watch"
             ) from exc
 

@@ -1,6 +1,6 @@
 """Check that the host environment serves a plugin's requirements.
 
-Host dependencies win (DESIGN.md): a generation contains only the plugin's own
+Host dependencies win (docs/loader.md#load, step 2): a generation contains only the plugin's own
 (vendored, first-party) code; every ``Requires-Dist`` must be satisfied by a
 distribution the host already has. :func:`check_host_requirements` reports every
 requirement that is missing or whose installed version falls outside the

@@ -1,4 +1,6 @@
-"""A plugin's factories on the bus: the plugin resolver (BUS.md 9, ``StaticPlugin``).
+"""A plugin's factories on the bus: the plugin resolver (Go's ``StaticPlugin``).
+
+Semantics: docs/loader.md#plugin-resolver.
 
 :class:`PluginResolver` is a :class:`~controllerbus.bus.FactoryResolver` over one
 loaded plugin. Every factory is wrapped in a :class:`PluginFactory` that

@@ -10,7 +10,7 @@ generation directory:
 * ``sys.path`` entries under it;
 * ``sys.path_importer_cache`` entries for it **and for every directory under it**:
   the import system caches one ``FileFinder`` per package directory, and keeping
-  them grows memory on every reload (NOTES.md, "Unloading");
+  them grows memory on every reload (docs/loader.md#unload);
 * ``sys.meta_path`` / ``sys.path_hooks`` entries whose class was defined by a purged
   module (a plugin that installed an import hook);
 * ``linecache`` and ``inspect`` caches of files under it, ``typing``'s

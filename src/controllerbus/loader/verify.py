@@ -16,7 +16,7 @@ Rules (why each exists):
   supported by the running interpreter.
 * **RECORD**: every member is listed with a hash (sha256 or stronger) and size that
   match; every RECORD line names a member; RECORD itself is unhashed.
-  ``installer.install`` checks none of this (NOTES.md), so it happens here.
+  ``installer.install`` checks none of this (docs/loader.md#load), so it happens here.
 * **Member names**: no absolute paths, drive letters, ``..`` or ``.`` components,
   empty components, backslashes, NUL or control characters; no duplicates.
 * **Member types**: regular files and directories only; no symlinks, devices or FIFOs,
@@ -35,8 +35,10 @@ Rules (why each exists):
   into the generation's venv (``bin/python``, ``pyvenv.cfg``).
 * **Entry points**: at least one entry point in group ``controllerbus.plugins``, each
   ``module:attr`` with a module that this wheel ships (an entry point into host
-  code would survive the plugin's unload). Several are allowed: one wheel may
-  bundle several plugins.
+  code would survive the plugin's unload). This check accepts several, so it can
+  report on any such wheel; the plugin host loads exactly one plugin per wheel and
+  refuses a wheel with several
+  (:func:`~controllerbus.loader.activation.entry_point_of`).
 * **Size**: the uncompressed total stays under ``max_unpacked_bytes`` (zip bombs).
 """
 

@@ -1,4 +1,6 @@
-"""The hot-compile demo controller (BUS.md 8): says hello, optionally exits the process.
+"""The hot-compile demo controller: says hello, optionally exits the process.
+
+Semantics: docs/bus.md#hot-demo-controller.
 
 With ``exitAfterDur`` set it waits that long, then asks the process to shut down
 cleanly with SIGTERM (Go calls ``os.Exit(0)``; a signal lets the daemon stop every

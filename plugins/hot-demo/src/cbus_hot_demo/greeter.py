@@ -12,6 +12,7 @@ from typing import ClassVar
 
 import demo_greeting
 
+from controllerbus.api.hello import Hello, HelloReply
 from controllerbus.bus import (
     Bus,
     Config,
@@ -22,7 +23,6 @@ from controllerbus.bus import (
     Resolver,
     ResolverHandler,
 )
-from controllerbus.example.hello import Hello, HelloReply
 
 CONTROLLER_ID = "controllerbus/example/hot-demo/greeter/1"
 VERSION = "0.0.1"

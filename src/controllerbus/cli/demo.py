@@ -19,13 +19,14 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from controllerbus.api.hello import Hello
 from controllerbus.bus.bus import Bus
 from controllerbus.bus.helpers import exec_one_off
 from controllerbus.compiler import CompileResult, compile_plugin
 from controllerbus.daemon import DaemonOptions, daemon_session
 from controllerbus.errors import ControllerBusError
+from controllerbus.example import boilerplate
 from controllerbus.example.boilerplate import Boilerplate
-from controllerbus.example.hello import Hello
 from controllerbus.loader.host import PluginHost
 from controllerbus.loader.manifest import wheel_key
 
@@ -63,7 +64,7 @@ def demo_sources() -> Path:
     A source checkout's ``plugins/`` comes first (editable installs); an installed
     wheel carries a copy under ``controllerbus/_demo``.
     """
-    checkout = Path(__file__).resolve().parents[2] / "plugins"
+    checkout = Path(__file__).resolve().parents[3] / "plugins"
     if all((checkout / name / "pyproject.toml").is_file() for name in _PROJECTS):
         return checkout
     packaged = Path(str(resources.files("controllerbus") / "_demo"))
@@ -163,7 +164,7 @@ async def _run(echo: Callable[[str], None], src: Path, work: Path) -> None:
         config_path=config, plugins_dir=out, state_dir=work / "state", watch=True
     )
     started = time.perf_counter()
-    async with daemon_session(options) as session:
+    async with daemon_session(options, factories=[boilerplate.new_factory]) as session:
         host, bus = session.host, session.bus
         assert host is not None
         generation = host.active()[DEMO_BINARY_ID]
