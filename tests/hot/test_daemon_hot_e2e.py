@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,22 @@ def wait_for_log(log: Path, text: str, proc: subprocess.Popen[bytes]) -> str:
     raise AssertionError(f"{text!r} not logged:\n{log.read_text()}")
 
 
+def wait_for_record(state: Path, accept: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+    """The hot-demo manifest record, once ``accept`` takes it (the log line comes first)."""
+    deadline = time.monotonic() + 30
+    record: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        try:
+            manifest = json.loads((state / "manifest.json").read_text())
+        except (OSError, ValueError):
+            manifest = {"plugins": []}
+        records = [r for r in manifest["plugins"] if r["binary_id"] == "cbus-hot-demo"]
+        if records and accept(record := records[0]):
+            return record
+        time.sleep(0.05)
+    raise AssertionError(f"manifest record not as expected: {record}")
+
+
 def test_hot_daemon_edit_syntax_error_fix_state_and_sigterm(tmp_path: Path) -> None:
     for name in ("hot-demo", "demo-greeting"):
         shutil.copytree(
@@ -110,8 +127,7 @@ def test_hot_daemon_edit_syntax_error_fix_state_and_sigterm(tmp_path: Path) -> N
         where = f"{greeter}:{bad_line}"
         text = wait_for_log(log, where, proc)
         assert "compile failed" in text
-        manifest = json.loads((state / "manifest.json").read_text())
-        (record,) = [r for r in manifest["plugins"] if r["binary_id"] == "cbus-hot-demo"]
+        record = wait_for_record(state, lambda r: r["error"] is not None)
         assert record["status"] == "active"
         assert where in record["error"]
         time.sleep(0.5)
@@ -126,9 +142,8 @@ def test_hot_daemon_edit_syntax_error_fix_state_and_sigterm(tmp_path: Path) -> N
         }
         text = log.read_text()
         assert "survived the unload" not in text
-        manifest = json.loads((state / "manifest.json").read_text())
-        (record,) = [r for r in manifest["plugins"] if r["binary_id"] == "cbus-hot-demo"]
-        assert record["error"] is None
+        record = wait_for_record(state, lambda r: r["error"] is None)
+        assert record["status"] == "active"
         assert record["leaks"] == []
 
         proc.send_signal(signal.SIGTERM)

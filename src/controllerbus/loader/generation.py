@@ -23,6 +23,9 @@ four times faster than ``virtualenv`` for this, without its ~100 ms import (see
    renamed into place (a ``kill -9`` cannot tear it: the page cache survives the
    process); ``cbus-durable`` is written only after the fsync, and a generation
    without it (a power loss before the fsync) is never reused: it is replaced.
+   The fast path also copies the venv from a skeleton built once per interpreter
+   in ``<state-dir>/cache/`` (a copy of a few symlinks and ``pyvenv.cfg``, instead
+   of running the venv builder each time).
 
 Location independence: the venv's ``bin/python`` symlinks name the base interpreter
 by absolute path and everything else is relative, so the rename is safe. The stdlib
@@ -52,6 +55,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import site
 import sys
 import sysconfig
@@ -306,6 +310,30 @@ def _create_venv(root: Path) -> None:
     _GenerationBuilder(with_pip=False, symlinks=True, system_site_packages=False).create(root)
 
 
+def _skeleton_venv(plan: InstallPlan, root: Path) -> None:
+    """Create the venv at ``root`` as a copy of a skeleton venv built once per interpreter.
+
+    The stdlib builder's output is location-independent here (see the module
+    docstring), so a copy of it is as good as a fresh one, and much cheaper.
+    """
+    key = hashlib.sha256(f"{plan.base_executable}\0{plan.python_version}".encode()).hexdigest()
+    cache = plan.tmp_root.parent / "cache"
+    skeleton = cache / f"venv-{plan.python_version}-{key[:12]}"
+    if not (skeleton / "pyvenv.cfg").is_file():
+        cache.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(dir=cache, prefix=".skeleton."))
+        try:
+            _create_venv(work / "venv")
+            try:
+                os.replace(work / "venv", skeleton)
+            except OSError:
+                if not (skeleton / "pyvenv.cfg").is_file():
+                    raise  # not just another install publishing it first
+        finally:
+            _fs.remove_tree(work)
+    shutil.copytree(skeleton, root, symlinks=True)
+
+
 def _write_host_pth(site_packages: Path, site_dirs: Sequence[str]) -> None:
     lines = "".join(f"import site; site.addsitedir({d!r})\n" for d in site_dirs)
     (site_packages / HOST_PTH).write_text(lines, "utf-8")
@@ -414,7 +442,10 @@ def apply_install(plan: InstallPlan) -> Generation:
         work = Path(tempfile.mkdtemp(dir=plan.tmp_root, prefix=f"{plan.generation_id[:16]}."))
         venv_root = work / "venv"
         wheel_copy = _copy_verified(plan, work)
-        _create_venv(venv_root)
+        if plan.defer_finish:
+            _skeleton_venv(plan, venv_root)
+        else:
+            _create_venv(venv_root)
         site_packages = venv_root / plan.schemes["purelib"]
         _run_installer(plan, venv_root, wheel_copy)
         _write_host_pth(site_packages, plan.host_site_dirs)

@@ -47,7 +47,6 @@ from controllerbus.loader.activation import (
 from controllerbus.loader.errors import LoaderError, PluginPrepareError, PluginRestoreError
 from controllerbus.loader.generation import (
     Generation,
-    InstallPlan,
     apply_install,
     finish_install,
     plan_install,
@@ -112,6 +111,11 @@ class _Phases:
         return dict(self._marks)
 
 
+# Loop iterations given to the config set's restarts between the switch and the
+# leak check (idle iterations cost microseconds).
+_RESTART_ITERATIONS = 20
+
+
 class PluginHost:
     """Loads, reloads and unloads plugin wheels on one bus, with one state directory.
 
@@ -153,7 +157,6 @@ class PluginHost:
         self._stop_timeout = stop_timeout
         self._active: dict[str, ActivePlugin] = {}
         self._lock = asyncio.Lock()
-        self._finishing: set[asyncio.Task[bool]] = set()
         self._recorded = asyncio.Event()
         self.unload_reports: deque[UnloadReport] = deque(maxlen=32)
         """The most recent unload reports (reloads included), oldest first."""
@@ -280,6 +283,10 @@ class PluginHost:
                 del active  # the failed generation must be able to die
                 await self._undo_switch(key, old_generation, detached, restore_error, verified)
             self._handoff.finish(key)
+        # Let the restarted controllers start before the leak check's full garbage
+        # collections block the loop: they would stretch the serving gap by 100+ ms.
+        for _ in range(_RESTART_ITERATIONS):
+            await asyncio.sleep(0)
         replaced = await self._confirm(detached) if detached is not None else None
         phases.mark("leak check")
         load_ms = (time.perf_counter() - started) * 1000
@@ -295,7 +302,10 @@ class PluginHost:
             leaks=replaced.survivors if replaced is not None else (),
         )
         self._gc()
-        self._finish_later(plan)
+        # The new code serves already; bytecode and fsync finish the generation now,
+        # off the serving path, and before load() returns.
+        await asyncio.to_thread(finish_install, plan)
+        phases.mark("finish")
         logger.info(
             "plugin %s %s active (generation %s, %.1f ms%s)",
             key,
@@ -315,14 +325,6 @@ class PluginHost:
             replaced=replaced,
             phases=phases.as_dict(),
         )
-
-    def _finish_later(self, plan: InstallPlan) -> None:
-        """Bytecode and fsync of the new generation, off the critical path."""
-        task = asyncio.get_running_loop().create_task(
-            asyncio.to_thread(finish_install, plan), name=f"finish {plan.generation_id[:12]}"
-        )
-        self._finishing.add(task)
-        task.add_done_callback(self._finishing.discard)
 
     def _unchanged(self, binary_id: str) -> LoadResult:
         active = self._active[binary_id]
@@ -429,8 +431,6 @@ class PluginHost:
         reports = []
         for binary_id in reversed(list(self._active)):
             reports.append(await self.unload(binary_id))
-        if self._finishing:
-            await asyncio.wait(set(self._finishing))
         await self._trials.aclose()
         return reports
 
