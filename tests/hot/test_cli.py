@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import pytest
 
 CBUS = [sys.executable, "-m", "controllerbus.cli"]
 
@@ -26,3 +31,43 @@ def test_help_explains_hot_and_watch(tmp_path: Path) -> None:
     assert "cbus daemon --hot plugins/hot-demo" in daemon
     demo = _run("demo", "--help", cwd=tmp_path).stdout
     assert "--watch" in demo
+
+
+@pytest.mark.slow
+def test_demo_watch_prints_a_reload_with_the_count_carried_over(tmp_path: Path) -> None:
+    repo = Path(__file__).resolve().parents[2]
+    for name in ("hot-demo", "demo-greeting"):
+        shutil.copytree(repo / "plugins" / name, tmp_path / "src" / name)
+    out = tmp_path / "out.txt"
+    with out.open("wb") as sink:
+        proc = subprocess.Popen(
+            [*CBUS, "demo", "--watch", "--sources", str(tmp_path / "src")],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            cwd=tmp_path,
+        )
+    try:
+        _wait(out, "Ctrl-C stops", proc)
+        library = tmp_path / "src" / "demo-greeting" / "src" / "demo_greeting" / "__init__.py"
+        library.write_text(library.read_text().replace('"hello"', '"howdy"'))
+        text = _wait(out, '"howdy, world!" (greeting #2)', proc)
+        assert "generation #2 serving in" in text
+        assert "1 state(s) carried" in text
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0, out.read_text()
+        assert "stopped: every controller stopped" in out.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _wait(out: Path, text: str, proc: subprocess.Popen[bytes]) -> str:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        content = out.read_text()
+        if text in content:
+            return content
+        assert proc.poll() is None, content
+        time.sleep(0.05)
+    raise AssertionError(f"{text!r} not printed:\n{out.read_text()}")
