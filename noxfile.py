@@ -39,7 +39,14 @@ def typecheck(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmarks with same-run baselines; tables on stdout, JSON in benchmarks/results/."""
     session.install("-e.[test]")
-    for module in ("bench_compile", "bench_unload", "bench_reload", "bench_hot"):
+    for module in (
+        "bench_compile",
+        "bench_unload",
+        "bench_reload",
+        "bench_hostile",
+        "bench_verify",
+        "bench_hot",
+    ):
         session.run("python", "-m", f"benchmarks.{module}", *session.posargs)
 
 

@@ -72,3 +72,12 @@ def test_watch_set_membership(tmp_path: Path) -> None:
     assert str(tmp_path / "d" / "sub" / "x.whl") not in ws
     assert str(tmp_path / "f.toml") in ws
     assert str(tmp_path / "t2" / "x") not in ws  # a prefix is not containment
+
+
+async def test_closing_the_iterator_ends_the_watch_at_once(tmp_path: Path) -> None:
+    batches = aiter(Watcher(WatchSet.of(dirs=[tmp_path]), debounce_ms=5000, step_ms=20))
+    assert (await anext(batches)).first
+    async with asyncio.timeout(2):  # not the 5 s debounce, not forever
+        await batches.aclose()
+    with pytest.raises(StopAsyncIteration):
+        await anext(batches)

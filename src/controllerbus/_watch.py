@@ -22,8 +22,9 @@ or at the latest ``debounce_ms`` after its first change.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TypedDict
@@ -135,7 +136,8 @@ class Watcher:
 
     Iterate with ``for`` (blocking; run it in a thread or a CLI loop; Ctrl-C raises
     ``KeyboardInterrupt``) or ``async for`` (on the event loop). Iteration ends when
-    ``stop`` is set. Each iteration sets up its own watch.
+    ``stop`` is set. Each iteration sets up its own watch, and closing the iterator
+    (``contextlib.aclosing(aiter(watcher))``) ends it at once.
 
     Args:
         watchset: what to watch. Every path must exist (see :meth:`WatchSet.existing`).
@@ -199,22 +201,27 @@ class Watcher:
 
         first = True
         try:
-            for changes in watch(*self.watchset.paths(), **self._options()):
-                if batch := self._batch(changes, first):
-                    first = False
-                    yield batch
+            # Closed with this generator: the watch ends when the consumer stops.
+            with contextlib.closing(watch(*self.watchset.paths(), **self._options())) as seen:
+                for changes in seen:
+                    if batch := self._batch(changes, first):
+                        first = False
+                        yield batch
         except (OSError, RuntimeError) as exc:  # RuntimeError: watchfiles' internal errors
             raise self._error(exc) from exc
 
-    async def __aiter__(self) -> AsyncIterator[Batch]:
+    async def __aiter__(self) -> AsyncGenerator[Batch, None]:
         from watchfiles import awatch
 
         first = True
         try:
-            async for changes in awatch(*self.watchset.paths(), **self._options()):
-                if batch := self._batch(changes, first):
-                    first = False
-                    yield batch
+            async with contextlib.aclosing(
+                awatch(*self.watchset.paths(), **self._options())
+            ) as seen:
+                async for changes in seen:
+                    if batch := self._batch(changes, first):
+                        first = False
+                        yield batch
         except (OSError, RuntimeError) as exc:  # RuntimeError: watchfiles' internal errors
             raise self._error(exc) from exc
 

@@ -40,6 +40,7 @@ from controllerbus.loader.filesystem import (
     new_filesystem_loader_factory,
 )
 from controllerbus.loader.host import PluginHost
+from controllerbus.loader.sandbox import DEFAULT_LIMITS, TrialLimits
 from controllerbus.loader.state import StateDir
 
 if TYPE_CHECKING:
@@ -72,6 +73,9 @@ class DaemonOptions:
         plugins_dir: a directory of plugin wheels to load (``None``: no plugins).
         state_dir: where generations and the manifest live.
         watch: re-sync the plugins directory on change.
+        trial_limits: deadline and resource limits of every plugin's trial import.
+        insecure_permissions: trust plugins/state directories and wheels that others
+            could write (:mod:`~controllerbus.loader.permissions`).
         hot: plugin projects to compile, watch and hot-reload (one wheel each).
         on_reload: called with every hot build (the demo prints them).
     """
@@ -81,6 +85,8 @@ class DaemonOptions:
     plugins_dir: Path | None = None
     state_dir: Path = DEFAULT_STATE_DIR
     watch: bool = True
+    trial_limits: TrialLimits = DEFAULT_LIMITS
+    insecure_permissions: bool = False
     hot: tuple[HotTarget, ...] = ()
     on_reload: Callable[[ReloadEvent], object] | None = None
 
@@ -127,7 +133,16 @@ async def daemon_session(
 
             state = stack.enter_context(StateDir(options.state_dir))
             handoff = Handoff()
-            host = PluginHost(bus, state, on_change=applier.refresh, handoff=handoff)
+            if options.insecure_permissions:
+                logger.warning("permission checks are off (--insecure-permissions)")
+            host = PluginHost(
+                bus,
+                state,
+                on_change=applier.refresh,
+                limits=options.trial_limits,
+                insecure_permissions=options.insecure_permissions,
+                handoff=handoff,
+            )
             stack.push_async_callback(host.aclose)
             if options.plugins_dir is not None:
                 loader = await _start_plugin_loader(bus, static, host, options)

@@ -191,7 +191,7 @@ def test_compile_edit_recompile_and_a_corrupt_wheel_with_a_running_daemon(
     )
     assert record["binary_version"] == second["binary_version"]
     failed = record_of(manifest, f"wheel:{bad.name}")
-    assert failed["status"] == "failed"
+    assert failed["status"] == "rejected"
     assert "not a valid zip archive" in failed["error"]
     assert [p.name for p in (state / "generations").iterdir()] == [second["sha256"]]
 

@@ -86,3 +86,33 @@ def test_empty_and_corrupt_manifests(tmp_path: Path) -> None:
     assert bad.exit_code == 1
     assert "the loader manifest is unreadable" in bad.output
     assert "Traceback" not in bad.output
+
+
+def test_a_rejected_file_is_listed_with_its_reason(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    reason = (
+        "/plugins/README.txt: not a loadable controllerbus plugin wheel; nothing was "
+        "installed.\n  - not a wheel: the name does not end in .whl"
+    )
+    write_manifest(
+        state,
+        Manifest(
+            plugins=[
+                ManifestRecord(
+                    binary_id="wheel:README.txt",
+                    wheel="/plugins/README.txt",
+                    status="rejected",
+                    error=reason,
+                )
+            ]
+        ),
+    )
+    result = CliRunner().invoke(cli, ["plugins", "list", "--state-dir", str(state)])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[1].split()[:2] == ["wheel:README.txt", "rejected"]
+    assert lines[2] == "    rejected: /plugins/README.txt: not a loadable controllerbus plugin " + (
+        "wheel; nothing was installed."
+    )
+    assert lines[3] == "      - not a wheel: the name does not end in .whl"

@@ -103,7 +103,8 @@ def test_scan_dir_lists_regular_candidate_wheels_with_their_stat(tmp_path: Path)
 
     found = scan_dir(tmp_path)
 
-    assert found == {good: FileStat(5, 2_000_000_000), link: FileStat(5, 2_000_000_000)}
+    expected = FileStat(5, 2_000_000_000, good.stat().st_ctime_ns)
+    assert found == {good: expected, link: expected}
 
 
 # -- plan_sync tables -----------------------------------------------------------------------------

@@ -35,7 +35,7 @@ from controllerbus.configset import (
 from controllerbus.configset.applier import ConfigSetApplier
 from controllerbus.core import new_core_bus
 from controllerbus.errors import LoaderError
-from controllerbus.loader.errors import HostDependencyError, PluginImportError
+from controllerbus.loader.errors import HostDependencyError, PluginImportError, PluginPrepareError
 from controllerbus.loader.host import PluginHost
 from controllerbus.loader.manifest import (
     Manifest,
@@ -335,20 +335,25 @@ async def test_loading_the_active_wheel_again_is_unchanged(wheels: Wheels, tmp_p
 async def test_records_active_in_a_previous_process_start_as_unloaded(
     wheels: Wheels, tmp_path: Path
 ) -> None:
+    still_there = tmp_path / "before.whl"
+    still_there.write_bytes(b"")
     stale = ManifestRecord(
         binary_id="test/from-before",
-        wheel="/gone.whl",
+        wheel=str(still_there),
         generation="ab" * 32,
         status="active",
         loaded_at=utc_now(),
     )
+    gone = stale.model_copy(update={"binary_id": "test/gone", "wheel": "/gone.whl"})
     (tmp_path / "state").mkdir()
-    write_manifest(tmp_path / "state", Manifest(plugins=[stale]))
+    write_manifest(tmp_path / "state", Manifest(plugins=[stale, gone]))
     async with plugin_host(tmp_path) as h:
         record = h.host.manifest.get("test/from-before")
         assert record is not None
         assert record.status == "unloaded"
         assert h.host.active() == {}
+        # A record whose wheel is gone is pruned: nothing left to retry or explain.
+        assert h.host.manifest.get("test/gone") is None
 
 
 async def test_outcomes_can_be_awaited_instead_of_polled(wheels: Wheels, tmp_path: Path) -> None:
@@ -363,7 +368,7 @@ async def test_outcomes_can_be_awaited_instead_of_polled(wheels: Wheels, tmp_pat
         assert not loaded.done()
         with pytest.raises(LoaderError):
             await h.host.load(bad)
-        assert (await asyncio.wait_for(failed, 5)).status == "failed"
+        assert (await asyncio.wait_for(failed, 5)).status == "rejected"  # not a zip: refused
         assert not loaded.done()
         await h.host.load(wheels.v1.wheel)
         assert await asyncio.wait_for(loaded, 5) == wheels.v1.sha256
@@ -483,13 +488,14 @@ async def test_bad_wheel_on_reload_keeps_the_old_generation_serving(
         assert good_record is not None
         if broken.verified:
             # The plugin's own record stays active, carrying the failed reload's error.
-            assert record == good_record.model_copy(update={"error": message})
+            assert _failed_over(record, good_record, message)
         else:
             # The binary id is unknown before verification: recorded by wheel name.
             assert record == good_record
             failed = h.host.manifest.get(wheel_key(bad))
             assert failed is not None
-            assert (failed.status, failed.error, failed.generation) == ("failed", message, "")
+            # Refused before anything was installed: the file is rejected.
+            assert (failed.status, failed.error, failed.generation) == ("rejected", message, "")
         assert read_manifest(h.state.path) == h.host.manifest
 
         greeter.stop()
@@ -511,7 +517,8 @@ async def test_bad_wheel_on_first_load_leaves_nothing_behind(
             await h.host.load(bad)
 
         message = str(raised.value)
-        assert type(raised.value).__name__ == broken.error
+        # A first load is tried in a trial process too: what it catches, it reports.
+        assert type(raised.value).__name__ == broken.reload_error
         assert broken.says in message
         assert h.host.active() == {}
         # (An activation failure calls on_change although nothing changed; harmless.)
@@ -524,7 +531,8 @@ async def test_bad_wheel_on_first_load_leaves_nothing_behind(
         key = wheels.binary_id if broken.verified else wheel_key(bad)
         record = h.host.manifest.get(key)
         assert record is not None
-        assert (record.status, record.error, record.generation) == ("failed", message, "")
+        status = "failed" if broken.verified else "rejected"
+        assert (record.status, record.error, record.generation) == (status, message, "")
         assert read_manifest(h.state.path) == h.host.manifest
 
 
@@ -548,6 +556,14 @@ async def test_a_vendored_package_the_host_can_import_is_refused(
         record = h.host.manifest.get(wheels.binary_id)
         assert record is not None
         assert (record.status, record.error) == ("failed", message)
+
+
+def _failed_over(record: ManifestRecord, good: ManifestRecord, message: str) -> bool:
+    """``record`` is ``good`` (still serving) carrying the failed load's error."""
+    assert (record.error, record.failures[-1].error) == (message, message)
+    assert record.error_time is not None
+    failure_fields = {"error", "error_at", "error_time", "failures"}
+    return record.model_dump(exclude=failure_fields) == good.model_dump(exclude=failure_fields)
 
 
 def _fails_only_in_the_host(result: CompileResult, projects: PluginProjects, dst: Path) -> Path:
@@ -592,15 +608,19 @@ async def test_activation_failure_after_the_switch_rolls_back(
         await answer_becomes(h.bus, "hello, bob!")
         assert h.state.generation_ids() == [wheels.v1.sha256]
         record = h.host.manifest.get(wheels.binary_id)
-        assert record == good_record.model_copy(update={"error": message})
+        assert record is not None
+        assert _failed_over(record, good_record, message)
         assert read_manifest(h.state.path) == h.host.manifest
 
         report = await h.host.unload(wheels.binary_id)
         assert report.clean, report.survivors
 
 
+@pytest.mark.parametrize(
+    ("trial", "error"), [("none", PluginImportError), ("fork", PluginPrepareError)]
+)
 async def test_plugin_raising_system_exit_at_import_is_a_load_error(
-    wheels: Wheels, tmp_path: Path
+    wheels: Wheels, tmp_path: Path, trial: TrialKind, error: type[LoaderError]
 ) -> None:
     bad = rewrite_member(
         wheels.v1.wheel,
@@ -609,9 +629,9 @@ async def test_plugin_raising_system_exit_at_import_is_a_load_error(
         "CONTROLLER_ID = ",
         "raise SystemExit(3)\nCONTROLLER_ID = ",
     )
-    async with plugin_host(tmp_path) as h:
+    async with plugin_host(tmp_path, trial=trial) as h:
         try:
-            with pytest.raises(PluginImportError, match="SystemExit: 3"):
+            with pytest.raises(error, match="SystemExit: 3"):
                 await h.host.load(bad)
             assert _under(h.state.generations_dir, sys.path) == []
             assert h.state.generation_ids() == []

@@ -183,10 +183,13 @@ def test_book_records_each_outcome_and_writes_it(hello_wheel: Path, tmp_path: Pa
 
     # A failed reload while the old generation serves keeps the record active.
     book.failed("demo", hello_wheel, verified, "boom", serving=True)
-    assert (read_manifest(tmp_path).get("demo") or on_disk).model_dump() == {
-        **on_disk.model_dump(),
+    after = read_manifest(tmp_path).get("demo") or on_disk
+    history = {"error_time", "failures"}
+    assert after.model_dump(exclude=history) == {
+        **on_disk.model_dump(exclude=history),
         "error": "boom",
     }
+    assert [(f.error, f.wheel) for f in after.failures] == [("boom", str(hello_wheel))]
 
     unloaded = book.unloaded("demo", ["class X survived"])
     assert unloaded is not None
@@ -206,9 +209,27 @@ def test_book_records_each_outcome_and_writes_it(hello_wheel: Path, tmp_path: Pa
 
 
 def test_book_reads_records_of_a_previous_process_as_unloaded(tmp_path: Path) -> None:
-    write_manifest(tmp_path, Manifest(plugins=[_record("a"), _record("b", status="failed")]))
+    wheels = {name: tmp_path / f"{name}.whl" for name in ("a", "b")}
+    for wheel in wheels.values():
+        wheel.write_bytes(b"")
+    records = [
+        _record("a", wheel=str(wheels["a"])),
+        _record("b", status="failed", wheel=str(wheels["b"])),
+        _record("gone", status="failed"),  # its wheel does not exist: pruned
+    ]
+    write_manifest(tmp_path, Manifest(plugins=records))
     book = ManifestBook(tmp_path)
     assert [(r.binary_id, r.status) for r in book.manifest.plugins] == [
         ("a", "unloaded"),
         ("b", "failed"),
     ]
+
+
+def test_book_moves_an_unreadable_manifest_aside(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "manifest.json").write_text("{not json")
+    book = ManifestBook(tmp_path)
+    assert book.manifest == Manifest()
+    assert len(list(tmp_path.glob("manifest.json.corrupt-*"))) == 1
+    assert "moved it to" in caplog.text

@@ -17,7 +17,8 @@ from packaging.version import Version
 
 from controllerbus.errors import LoaderError
 from controllerbus.loader import InvalidWheel, build_hash_of, verify_wheel
-from controllerbus.loader.verify import _member_name_issues
+from controllerbus.loader.members import WheelLimits
+from controllerbus.loader.members import member_name_issues as _member_name_issues
 
 from .wheelkit import corrupt_member, dist_info_of, repack, snapshot
 
@@ -197,7 +198,8 @@ BAD_WHEELS: list[tuple[str, Mutation, str]] = [
         _rename("cbus_loader_hello-2.0-py3-none-any.whl"),
         "does not match the filename's version 2.0",
     ),
-    ("invalid-filename", _rename("plugin.zip"), "invalid wheel filename"),
+    ("invalid-filename", _rename("plugin.zip"), "does not end in .whl"),
+    ("invalid-wheel-name", _rename("plugin-x.whl"), "invalid wheel filename"),
     (
         "unsupported-tag",
         _rename(f"{DIST}-cp27-cp27mu-manylinux1_x86_64.whl"),
@@ -316,7 +318,7 @@ def test_unpacked_size_limit(hello_wheel: Path, tmp_path: Path) -> None:
     )
     assert bomb.stat().st_size < 50_000
     with pytest.raises(InvalidWheel, match=r"unpacks to .* more than the limit of 50000"):
-        verify_wheel(bomb, max_unpacked_bytes=50_000)
+        verify_wheel(bomb, limits=WheelLimits(unpacked_bytes=50_000))
 
 
 def test_supported_tags_can_be_given(hello_wheel: Path) -> None:
@@ -335,4 +337,4 @@ def test_keyword_top_level_rejected(hello_wheel: Path, tmp_path: Path, name: str
 def test_file_size_limit_checked_before_reading(hello_wheel: Path) -> None:
     limit = hello_wheel.stat().st_size - 1
     with pytest.raises(InvalidWheel, match=f"larger than the limit of {limit} bytes"):
-        verify_wheel(hello_wheel, max_unpacked_bytes=limit)
+        verify_wheel(hello_wheel, limits=WheelLimits(wheel_bytes=limit))

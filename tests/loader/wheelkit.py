@@ -115,3 +115,48 @@ def snapshot(root: Path) -> dict[str, tuple[int, int]]:
             st = path.lstat()
             result[str(path.relative_to(root))] = (st.st_size, st.st_mtime_ns)
     return result
+
+
+def patch_bytes(path: Path, replacements: Mapping[bytes, bytes]) -> Path:
+    """Replace byte strings everywhere in ``path`` (same length, so offsets stay valid).
+
+    Used to store member names zipfile refuses to write (NUL bytes, non-ASCII bytes
+    without the UTF-8 flag): write a unique placeholder, then patch it in both the
+    local header and the central directory.
+    """
+    raw = path.read_bytes()
+    for old, new in replacements.items():
+        assert len(old) == len(new), (old, new)
+        assert old in raw, old
+        raw = raw.replace(old, new)
+    path.write_bytes(raw)
+    return path
+
+
+def write_zip(
+    dst: Path,
+    members: Collection[tuple[str, bytes]],
+    *,
+    extra: Mapping[str, bytes] | None = None,
+    modes: Mapping[str, int] | None = None,
+    compression: int = zipfile.ZIP_DEFLATED,
+) -> Path:
+    """A zip of ``members`` (name, data), with optional extra fields and Unix modes."""
+    extra, modes = dict(extra or {}), dict(modes or {})
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with zipfile.ZipFile(dst, "w", compression=compression) as out:
+            for name, data in members:
+                info = zipfile.ZipInfo(name, date_time=(2020, 2, 2, 0, 0, 0))
+                info.external_attr = modes.get(name, DEFAULT_MODE) << 16
+                info.compress_type = compression
+                info.extra = extra.get(name, b"")
+                out.writestr(info, data)
+    return dst
+
+
+def wheel_members(wheel: Path) -> list[tuple[str, bytes]]:
+    """Every member of ``wheel`` with its data, in archive order."""
+    with zipfile.ZipFile(wheel) as zf:
+        return [(info.filename, zf.read(info)) for info in zf.infolist()]

@@ -12,9 +12,10 @@ from typing import TYPE_CHECKING
 import click
 
 from controllerbus.cli._common import fail, setup_logging
-from controllerbus.daemon import DEFAULT_CONFIG, DEFAULT_STATE_DIR, DaemonOptions, run_daemon
+from controllerbus.daemon import DEFAULT_CONFIG, DEFAULT_STATE_DIR, DaemonOptions
 from controllerbus.errors import ControllerBusError
 from controllerbus.example import boilerplate, hello_probe
+from controllerbus.loader.sandbox import DEFAULT_LIMITS, TrialLimits
 
 if TYPE_CHECKING:
     from controllerbus.loader.manifest import ManifestRecord
@@ -39,20 +40,6 @@ state_dir_option = click.option(
 def cli(verbose: int) -> None:
     """controllerbus: a hot-reloading plugin pipeline for asyncio services."""
     setup_logging(verbose)
-
-
-async def _run_until_signal(options: DaemonOptions) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await run_daemon(
-            options, stop, factories=[boilerplate.new_factory, hello_probe.new_factory]
-        )
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
 
 
 @cli.command()
@@ -100,6 +87,49 @@ async def _run_until_signal(options: DaemonOptions) -> None:
     show_envvar=True,
     help="Watch the plugins directory and hot-reload changed wheels.",
 )
+@click.option(
+    "--grace",
+    type=click.FloatRange(min=0.1),
+    default=10.0,
+    show_default=True,
+    help="Seconds from SIGTERM/SIGINT to exit, at most (then exit status 4).",
+)
+@click.option(
+    "--trial-timeout",
+    type=click.FloatRange(min=0.1),
+    default=DEFAULT_LIMITS.deadline,
+    show_default=True,
+    help="Seconds a plugin's trial import (import + factories, in a child process) may "
+    "take before it and every process it started are killed.",
+)
+@click.option(
+    "--trial-memory",
+    type=click.IntRange(min=0),
+    default=DEFAULT_LIMITS.memory_mib,
+    show_default=True,
+    help="Address-space limit of a trial import in MiB (0: none).",
+)
+@click.option(
+    "--trial-files",
+    type=click.IntRange(min=0),
+    default=DEFAULT_LIMITS.open_files,
+    show_default=True,
+    help="Open-file limit of a trial import (0: none).",
+)
+@click.option(
+    "--trial-cpu",
+    type=click.IntRange(min=0),
+    default=0,
+    help="CPU-time limit of a trial import in seconds (default: the trial timeout).",
+)
+@click.option(
+    "--insecure-permissions",
+    is_flag=True,
+    envvar="CBUS_INSECURE_PERMISSIONS",
+    show_envvar=True,
+    help="Trust a plugins directory, state directory or wheel that another user, the "
+    "group or everyone can write (by default refused, like ssh's StrictModes).",
+)
 def daemon(
     config_path: Path | None,
     write_config: bool,
@@ -107,13 +137,26 @@ def daemon(
     hot_specs: tuple[str, ...],
     state_dir: Path,
     watch: bool,
+    grace: float,
+    trial_timeout: float,
+    trial_memory: int,
+    trial_files: int,
+    trial_cpu: int,
+    insecure_permissions: bool,
 ) -> None:
     """Run the controllers of a config set until SIGINT or SIGTERM.
 
     With --plugins-dir, plugin wheels (from cbus-compile) are loaded first, each
     into its own generation under --state-dir, and a changed wheel replaces the
     running generation; a bad wheel is reported and the last good one keeps
-    serving.
+    serving. Directories and wheels that others could write are refused with the
+    chmod/chown that fixes them (see --insecure-permissions).
+    Every generation is first imported in a trial child process with
+    --trial-timeout and resource limits (CPU time = the timeout).
+
+    Exit status: 0 all stopped; 1 could not start; 3 plugins left non-daemon
+    threads running (abandoned, named in the log); 4 the shutdown took longer
+    than --grace.
 
     With --hot, the daemon compiles the plugin project itself and reloads it on
     every save of a file the plugin is made of; a syntax error is reported with
@@ -125,6 +168,7 @@ def daemon(
       cbus daemon -c plugins/hot-demo/controllerbus_daemon.yaml --plugins-dir dist-plugins
       cbus daemon --hot plugins/hot-demo
     """
+    from controllerbus.cli.lifecycle import run_daemon_process
     from controllerbus.hot import HotTarget
 
     try:
@@ -134,11 +178,21 @@ def daemon(
             plugins_dir=plugins_dir,
             state_dir=state_dir,
             watch=watch,
+            trial_limits=TrialLimits(
+                deadline=trial_timeout,
+                memory_mib=trial_memory,
+                cpu_seconds=trial_cpu,
+                open_files=trial_files,
+            ),
+            insecure_permissions=insecure_permissions,
             hot=tuple(HotTarget.parse(spec) for spec in hot_specs),
         )
-        asyncio.run(_run_until_signal(options))
+        code = run_daemon_process(
+            options, grace=grace, factories=[boilerplate.new_factory, hello_probe.new_factory]
+        )
     except ControllerBusError as exc:
         raise fail(exc) from exc
+    raise SystemExit(code)
 
 
 @cli.command()
@@ -245,6 +299,29 @@ def plugins_list(state_dir: Path, as_json: bool) -> None:
     click.echo(format_manifest(manifest.plugins))
 
 
+@plugins.command("retry")
+@click.argument("binary_id")
+@state_dir_option
+def plugins_retry(binary_id: str, state_dir: Path) -> None:
+    """Let a quarantined plugin be loaded again (after the daemon died activating it).
+
+    Clears the plugin's crash count in <state-dir>/crashes.json; the next start of
+    the daemon (or a touch of the wheel) loads it again, after a trial import.
+
+    \b
+    Example:
+      cbus plugins retry controllerbus/examples/hot-demo/codegen-demo/1
+    """
+    from controllerbus.loader.crashguard import ActivationGuard
+
+    cleared = ActivationGuard(state_dir).retry(binary_id)
+    if not cleared:
+        raise click.ClickException(
+            f"plugin {binary_id} has no recorded crashes in {state_dir}; nothing to retry"
+        )
+    click.echo(f"plugin {binary_id}: cleared {len(cleared)} crashed generation(s); it will load")
+
+
 def format_manifest(records: Sequence[ManifestRecord]) -> str:
     """A readable table of manifest records, with errors and leaks below each row."""
     header = ("PLUGIN", "STATUS", "VERSION", "BUILD", "GENERATION", "LOADED", "MS", "FACTORIES")
@@ -266,7 +343,8 @@ def format_manifest(records: Sequence[ManifestRecord]) -> str:
     for record, row in zip(records, rows, strict=True):
         lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
         if record.error:
-            lines.append("    error: " + record.error.replace("\n", "\n    "))
+            label = "rejected" if record.status == "rejected" else "error"
+            lines.append(f"    {label}: " + record.error.replace("\n", "\n    "))
         for leak in record.leaks:
             lines.append("    leak: " + leak)
     return "\n".join(lines)

@@ -16,6 +16,7 @@ from controllerbus.errors import LoaderError
 __all__ = [
     "CorruptManifest",
     "HostDependencyError",
+    "InsecurePath",
     "InstallError",
     "InvalidPlugin",
     "InvalidWheel",
@@ -24,6 +25,7 @@ __all__ = [
     "PluginFactoryError",
     "PluginImportError",
     "PluginPrepareError",
+    "PluginQuarantined",
     "StateDirError",
     "StateDirLocked",
     "WheelChanged",
@@ -51,6 +53,32 @@ class InvalidWheel(LoaderError, ValueError):
         return (
             f"{self.path}: not a loadable controllerbus plugin wheel; nothing was installed. "
             f"Rebuild it (cbus-compile) or fix:\n{_bullets(self.issues)}"
+        )
+
+
+class InsecurePath(LoaderError):
+    """A plugins directory, state directory or wheel others could write (StrictModes).
+
+    Attributes:
+        path: the path that is not trusted (the checked path or one of its parents).
+        what: what was being checked (``"plugins directory /srv/plugins"``, ...).
+        problem: why it is not trusted ("it is writable by others (mode 0777)", "its
+            parent directory /srv is owned by ...").
+        fix: the shell command that fixes it (``chmod go-w PATH`` or ``chown``).
+    """
+
+    def __init__(self, path: Path, what: str, problem: str, fix: str) -> None:
+        super().__init__(path, what, problem, fix)
+        self.path = path
+        self.what = what
+        self.problem = problem
+        self.fix = fix
+
+    def __str__(self) -> str:
+        return (
+            f"refusing to trust the {self.what}: {self.problem}, so someone else could make "
+            f"the daemon run their code. Fix: {self.fix} (or start the daemon with "
+            "--insecure-permissions to trust it anyway)"
         )
 
 
@@ -227,3 +255,25 @@ class PluginRestoreError(PluginActivationError):
     """A controller of the new generation raised in ``restore(state)``; rolled back."""
 
     what = "failed to restore the previous generation's state"
+
+
+class PluginQuarantined(PluginActivationError):
+    """The daemon died activating this generation repeatedly; it is not loaded again.
+
+    Attributes:
+        state_dir: the state directory whose ``crashes.json`` holds the count.
+    """
+
+    what = "is quarantined"
+
+    def __init__(self, binary_id: str, wheel: Path, reason: str, state_dir: Path) -> None:
+        super().__init__(binary_id, wheel, reason)
+        self.state_dir = state_dir
+
+    def __str__(self) -> str:
+        return (
+            f"plugin {self.binary_id} ({self.wheel.name}) {self.what}: {self.reason}. "
+            "The previous generation (if any) keeps serving. Fix the plugin and build it "
+            f"again, or retry this wheel with: cbus plugins retry {self.binary_id} "
+            f"--state-dir {self.state_dir} (then restart the daemon or touch the wheel)"
+        )

@@ -3,10 +3,16 @@
 Semantics: docs/loader.md#filesystem-loader.
 
 Controller id ``controllerbus/hot/loader/filesystem/1``. Config ``dir`` (must exist)
-and ``watch``. A sync pass lists the directory (not recursively), keeps regular
-``*.whl`` files whose name parses as a wheel filename, and skips hidden and
-temporary files (``.name``, ``*.tmp``, ``*.part``, ``*.partial``, ``*~``), so a
-compiler or copier that writes through a temporary name is never half-read.
+and ``watch``. A sync pass lists the directory (not recursively) and classifies every
+entry (:mod:`~controllerbus.loader.candidates`): hidden and temporary files
+(``.name``, ``*.tmp``, ``*.part``, ``*.partial``, ``*~``) are skipped, so a compiler
+or copier that writes through a temporary name is never half-read; regular files
+whose name parses as a wheel filename are planned as below; every other entry (a
+``README``, a bad wheel name, a directory) is offered to the host too, which refuses
+it with the reason, logs it and records it in the manifest as ``rejected``. Nothing
+is ignored without a word. With trust checks on (the host's
+``strict_permissions``), the directory itself is checked when the loader starts
+(:mod:`~controllerbus.loader.permissions`).
 
 The pass is planned first (:func:`plan_sync`, pure) and applied afterwards:
 
@@ -27,8 +33,8 @@ ends the controller with an error instead of silently missing changes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +52,8 @@ from controllerbus.bus.protocols import (
     Resolver,
 )
 from controllerbus.errors import LoaderError
+from controllerbus.loader.candidates import Candidate, is_temporary, scan_candidates
+from controllerbus.loader.permissions import check_directory
 
 if TYPE_CHECKING:
     from watchfiles import Change
@@ -62,6 +70,7 @@ __all__ = [
     "new_filesystem_loader_factory",
     "plan_sync",
     "scan_dir",
+    "scan_plugins_dir",
 ]
 
 logger = logging.getLogger(__name__)
@@ -85,16 +94,21 @@ class FilesystemLoaderConfig(Config):
 
 @dataclass(frozen=True, slots=True)
 class FileStat:
-    """What identifies a version of a file for the loader: size and mtime (ns)."""
+    """What identifies a version of a file for the loader: size, mtime and ctime (ns).
+
+    The ctime changes on ``chmod``/``chown`` too, so a wheel refused for its
+    permissions is tried again once they are fixed.
+    """
 
     size: int
     mtime_ns: int
+    ctime_ns: int = 0
 
     @classmethod
     def of(cls, path: Path) -> FileStat:
         """Stat ``path``."""
         st = path.stat()
-        return cls(st.st_size, st.st_mtime_ns)
+        return cls(st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,21 +206,28 @@ def plan_sync(
 
 
 def scan_dir(directory: Path) -> dict[Path, FileStat]:
-    """Candidate wheels in ``directory`` (not recursive); stat failures are skipped."""
+    """Regular files with a wheel filename in ``directory`` (not recursive): the plan's input."""
+    return scan_plugins_dir(directory)[0]
+
+
+def scan_plugins_dir(directory: Path) -> tuple[dict[Path, FileStat], dict[Path, Candidate]]:
+    """Classify ``directory``: files to plan with, and rejected entries that cannot be.
+
+    A rejected file with a wheel filename (wrong tag, not a zip, too big) is planned
+    like any wheel, so that it holds its plugin's last good generation; the host
+    refuses it on load. The second mapping holds the rest: entries without a wheel
+    filename or that are not regular files.
+    """
     found: dict[Path, FileStat] = {}
-    with os.scandir(directory) as entries:
-        for entry in entries:
-            if not is_candidate(entry.name):
-                continue
-            try:
-                if not entry.is_file(follow_symlinks=True):
-                    continue
-                st = entry.stat(follow_symlinks=True)
-            except OSError as exc:
-                logger.warning("cannot stat %s: %s; skipped", entry.path, exc)
-                continue
-            found[Path(entry.path)] = FileStat(st.st_size, st.st_mtime_ns)
-    return found
+    others: dict[Path, Candidate] = {}
+    for candidate in scan_candidates(directory):
+        if candidate.kind == "ignored":
+            logger.debug("plugins dir: %s ignored (%s)", candidate.path.name, candidate.reason)
+        elif candidate.distribution is not None and candidate.regular:
+            found[candidate.path] = FileStat(candidate.size, candidate.mtime_ns, candidate.ctime_ns)
+        else:
+            others[candidate.path] = candidate
+    return found, others
 
 
 @dataclass(eq=False)
@@ -255,7 +276,7 @@ class FilesystemLoaderController:
         def wanted(_change: Change, path: str) -> bool:
             # Deletions of temp names never matter; a rename into place shows up
             # as an event on the final name.
-            return is_candidate(Path(path).name)
+            return not is_temporary(Path(path).name)
 
         watcher = Watcher(
             WatchSet.of(dirs=[self.directory]),
@@ -266,8 +287,9 @@ class FilesystemLoaderController:
         try:
             # The first sync ran before the watcher existed; its first batch (once the
             # watch is set up) is the catch-up sync, so a wheel written meanwhile counts.
-            async for _batch in watcher:
-                await self.sync()
+            async with contextlib.aclosing(aiter(watcher)) as batches:
+                async for _batch in batches:
+                    await self.sync()
         except WatchError as exc:
             reason = exc.__cause__ or exc
             raise LoaderError(
@@ -281,7 +303,8 @@ class FilesystemLoaderController:
         When a wheel fails, the pass plans again: an older wheel of the same plugin
         (left by ``--no-cleanup``) gets its turn, and nothing is retried twice.
         """
-        found = await asyncio.to_thread(scan_dir, self.directory)
+        found, others = await asyncio.to_thread(scan_plugins_dir, self.directory)
+        await self._reject(others)
         first: SyncPlan | None = None
         for _ in range(len(found) + 1):
             plan = plan_sync({p: st for p, (st, _) in self.loaded.items()}, self.failed, found)
@@ -307,6 +330,15 @@ class FilesystemLoaderController:
         self.passes += 1
         self.synced.set()
         return first or SyncPlan()
+
+    async def _reject(self, others: Mapping[Path, Candidate]) -> None:
+        """Offer each new or changed non-wheel entry to the host, which refuses and records it."""
+        for path, candidate in sorted(others.items()):
+            stat = FileStat(candidate.size, candidate.mtime_ns, candidate.ctime_ns)
+            if self.failed.get(path) == stat:
+                continue
+            logger.warning("plugins dir: %s rejected: %s", path.name, candidate.reason)
+            await self._load(path, stat)
 
     async def _unload(self, path: Path) -> None:
         _stat, binary_id = self.loaded.pop(path)
@@ -343,6 +375,8 @@ def new_filesystem_loader_factory(host: PluginHost) -> ControllerFactory[Filesys
         directory = Path(config.dir).absolute()
         if not directory.is_dir():
             raise LoaderError(f"stat {directory}: plugins directory does not exist")
+        if host.strict_permissions:
+            check_directory(directory, "plugins directory")
         return FilesystemLoaderController(host, directory, watch=config.watch)
 
     return ControllerFactory(FilesystemLoaderConfig, construct, version=_VERSION)

@@ -51,6 +51,7 @@ otherwise replaces it (the old one cannot work for this host anyway).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -513,7 +514,19 @@ def finish_install(plan: InstallPlan) -> bool:
 
 def _describe(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
-    return f"{type(exc).__name__}: {text}" if str(exc) else text
+    described = f"{type(exc).__name__}: {text}" if str(exc) else text
+    hint = _STATE_FS_HINTS.get(getattr(exc, "errno", None) or 0)
+    return f"{described} ({hint})" if hint else described
+
+
+_STATE_FS_HINTS = {
+    errno.ENOSPC: "the state directory's file system is full: free space or use another "
+    "--state-dir; the running generations keep serving",
+    errno.EDQUOT: "the disk quota of the state directory is used up",
+    errno.EROFS: "the state directory is on a read-only file system: remount it "
+    "read-write or use another --state-dir; the running generations keep serving",
+    errno.EFBIG: "a file exceeds the file-size limit of the daemon's process",
+}
 
 
 def install_wheel(

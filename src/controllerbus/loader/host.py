@@ -4,19 +4,24 @@
 
 ``load(wheel)``
     verify (nothing written on failure) → host dependencies → install a generation
-    (atomic) → for a reload, a trial of the new generation out of process (the
-    host's :class:`~controllerbus.loader.trial.TrialRunner`) → unload the old
-    generation → activate the new one. If activation fails after the switch, the old
-    generation is activated again. Every outcome is recorded in the manifest (the
-    host's :class:`~controllerbus.loader.manifest.ManifestBook`); the last good
-    generation keeps serving.
+    (atomic) → a trial of the new generation out of process (the host's
+    :class:`~controllerbus.loader.trial.TrialRunner`; first loads too: nothing of a
+    generation is imported here before a trial process imported it and built its
+    factories) → unload the old generation → activate the new one, guarded by the
+    :class:`~controllerbus.loader.crashguard.ActivationGuard` marker. If activation
+    fails after the switch, the old generation is activated again. Every outcome is
+    recorded in the manifest (the host's
+    :class:`~controllerbus.loader.manifest.ManifestBook`); the last good generation
+    keeps serving.
 
 ``unload(binary_id)``
     :func:`~controllerbus.loader.activation.deactivate` (stop the plugin's
     controllers, purge its generation) → ``on_change`` →
     :func:`~controllerbus.loader.activation.confirm_unload` (weak references prove
     the plugin's modules, classes, factories and controllers are gone; survivors
-    are reported with their holders and kept in the manifest).
+    are reported with their holders and kept in the manifest) → threads, open files
+    and child processes the generation left (:mod:`~controllerbus.loader.residue`)
+    are reported the same way.
 
 All public methods run on the event loop; blocking work (hashing, installing,
 subprocesses) goes to threads or asyncio subprocesses. Loads and unloads are
@@ -27,6 +32,7 @@ serialised by a lock. :meth:`PluginHost.wait_for_generation` and
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections import deque
@@ -44,7 +50,15 @@ from controllerbus.loader.activation import (
     deactivate,
     entry_point_of,
 )
-from controllerbus.loader.errors import LoaderError, PluginPrepareError, PluginRestoreError
+from controllerbus.loader.crashguard import ActivationGuard
+from controllerbus.loader.errors import (
+    InsecurePath,
+    InvalidWheel,
+    LoaderError,
+    PluginPrepareError,
+    PluginQuarantined,
+    PluginRestoreError,
+)
 from controllerbus.loader.generation import (
     Generation,
     apply_install,
@@ -52,8 +66,17 @@ from controllerbus.loader.generation import (
     plan_install,
 )
 from controllerbus.loader.hostdeps import check_host_requirements
-from controllerbus.loader.manifest import Manifest, ManifestBook, ManifestRecord, wheel_key
+from controllerbus.loader.manifest import (
+    Manifest,
+    ManifestBook,
+    ManifestRecord,
+    PluginStatus,
+    wheel_key,
+)
+from controllerbus.loader.permissions import check_directory
 from controllerbus.loader.plugin_resolver import ConstructHook, StateHandoff
+from controllerbus.loader.residue import Baseline, find_residue, record_thread_origins
+from controllerbus.loader.sandbox import DEFAULT_LIMITS, TrialLimits
 from controllerbus.loader.trial import TrialRunner, default_trial_runner
 from controllerbus.loader.verify import VerifiedWheel, verify_wheel
 
@@ -122,21 +145,28 @@ class PluginHost:
     Args:
         bus: the bus to register plugin factories on.
         state: an entered (locked) :class:`~controllerbus.loader.state.StateDir`.
-        trials: how a reload tries the new generation before switching (import the
-            entry point and construct the factories out of process); the host owns
-            it and closes it in :meth:`aclose`. Default:
+        trials: how every load tries the new generation before importing it here
+            (import the entry point and construct the factories out of process); the
+            host owns it and closes it in :meth:`aclose`. Default:
             :func:`~controllerbus.loader.trial.default_trial_runner` in the state
-            directory's ``tmp`` (``"fork"`` on POSIX, else ``"subprocess"``); use
-            ``trial_runner("none", ...)`` for no trial (a failure after the switch
-            still rolls back).
+            directory's ``tmp`` (``"fork"`` on POSIX, else ``"subprocess"``) with
+            ``limits``; use ``trial_runner("none", ...)`` for no trial (except for a
+            generation the daemon died activating; a failure after the switch still
+            rolls back).
+        limits: deadline and resource limits of the default trial runner.
         stop_timeout: seconds to wait for a plugin's tasks to end on unload.
         on_change: awaited after the set of active generations changed and before
             the old generation's objects are checked for leaks: the place to drop
             references to the old generation's objects (the daemon re-types its
             config set there, so configs of the old classes go away).
+        insecure_permissions: trust the state directory and wheels even when someone
+            else could write them (:mod:`~controllerbus.loader.permissions`).
         handoff: carries controller state across reloads (``snapshot()`` before the
             old generation stops, ``restore(state)`` as the new one's controllers are
             constructed); a failed restore rolls the reload back.
+
+    Raises:
+        InsecurePath: the state directory is not trusted (see ``insecure_permissions``).
     """
 
     def __init__(
@@ -147,13 +177,23 @@ class PluginHost:
         trials: TrialRunner | None = None,
         stop_timeout: float = 10.0,
         on_change: Callable[[], Awaitable[None]] | None = None,
+        limits: TrialLimits = DEFAULT_LIMITS,
+        insecure_permissions: bool = False,
         handoff: StateHandoff | None = None,
     ) -> None:
+        self._strict = not insecure_permissions
+        if self._strict:
+            check_directory(state.path, "state directory")
         self._bus = bus
         self._handoff = handoff
         self._on_change = on_change
         self._state = state
-        self._trials = trials if trials is not None else default_trial_runner(state.tmp_dir)
+        self._limits = limits
+        self._trials = trials if trials is not None else default_trial_runner(state.tmp_dir, limits)
+        self._guard = ActivationGuard(state.path)
+        record_thread_origins()
+        # What existed before each active generation was imported (for the residue check).
+        self._baselines: dict[str, Baseline] = {}
         self._stop_timeout = stop_timeout
         self._active: dict[str, ActivePlugin] = {}
         self._lock = asyncio.Lock()
@@ -161,6 +201,7 @@ class PluginHost:
         self.unload_reports: deque[UnloadReport] = deque(maxlen=32)
         """The most recent unload reports (reloads included), oldest first."""
         self._book = ManifestBook(state.path, on_write=self._on_record)
+        self._recover_crash()
 
     # -- queries -------------------------------------------------------------------------------
 
@@ -168,6 +209,11 @@ class PluginHost:
     def manifest(self) -> Manifest:
         """The manifest as last written."""
         return self._book.manifest
+
+    @property
+    def strict_permissions(self) -> bool:
+        """Whether directories and wheels others could write are refused."""
+        return self._strict
 
     @property
     def trials(self) -> TrialRunner:
@@ -238,29 +284,35 @@ class PluginHost:
         # reference to the old plugin would make its unload look like a leak.
         old_generation: Generation | None = None
         try:
-            verified = await asyncio.to_thread(verify_wheel, wheel)
+            verified = await asyncio.to_thread(self._verify, wheel)
             phases.mark("verify")
             key, ep_value = entry_point_of(verified)
             if key in self._active:
                 old_generation = self._active[key].generation
             if old_generation is not None and old_generation.id == verified.sha256:
                 return self._unchanged(key)
+            crash = self._guard.crash(verified.sha256)
+            if crash is not None and crash.status == "quarantined":
+                raise PluginQuarantined(
+                    key,
+                    wheel,
+                    f"the daemon died {crash.count} times while activating generation "
+                    f"{verified.sha256[:12]} (last at {crash.last})",
+                    self._state.path,
+                )
             self._check_host(verified, key, old_generation)
             plan = plan_install(self._state.path, verified, defer_finish=True)
             generation = await asyncio.to_thread(apply_install, plan)
             phases.mark("install")
-            if old_generation is not None:
-                await self._trial(generation, key, ep_value)
-                phases.mark("trial")
+            await self._trial(generation, key, ep_value, suspect=crash is not None)
+            phases.mark("trial")
         except LoaderError as exc:
             self._failed(key, wheel, verified, exc, serving=old_generation is not None)
             raise
         detached = await self._deactivate(key, capture=True) if old_generation else None
         phases.mark("stop old")
         try:
-            active = activate(
-                self._bus, generation, key, ep_value, on_construct=self._construct_hook(key)
-            )
+            active = self._activate(generation, key, ep_value)
             phases.mark("activate")
         except LoaderError as exc:
             restored = old_generation is not None and self._rollback(key, old_generation)
@@ -349,8 +401,18 @@ class PluginHost:
             importable_shadows=True,
         )
 
-    async def _trial(self, generation: Generation, binary_id: str, ep_value: str) -> None:
-        result = await self._trials.trial(generation, binary_id, ep_value)
+    async def _trial(
+        self, generation: Generation, binary_id: str, ep_value: str, *, suspect: bool
+    ) -> None:
+        runner = self._trials
+        if suspect and runner.kind == "none":
+            # A generation the daemon died activating gets a trial whatever the setting.
+            runner = default_trial_runner(self._state.tmp_dir, self._limits)
+        try:
+            result = await runner.trial(generation, binary_id, ep_value)
+        finally:
+            if runner is not self._trials:
+                await runner.aclose()
         if not result.ok:
             raise PluginPrepareError(binary_id, generation.wheel.path, result.error)
 
@@ -384,16 +446,51 @@ class PluginHost:
         self._failed(key, verified.path, verified, exc, serving=restored)
         raise exc
 
+    def _activate(self, generation: Generation, binary_id: str, ep_value: str) -> ActivePlugin:
+        """:func:`activate`, between the crash guard's marker and a residue baseline."""
+        baseline = Baseline.take()
+        # A crash from here to end() marks the generation suspect on the next start.
+        self._guard.begin(binary_id, generation.id, generation.wheel.path)
+        try:
+            active = activate(
+                self._bus,
+                generation,
+                binary_id,
+                ep_value,
+                on_construct=self._construct_hook(binary_id),
+            )
+        except BaseException:
+            self._guard.end(generation.id, ok=False)
+            raise
+        self._guard.end(generation.id, ok=True)
+        self._baselines[generation.id] = baseline
+        return active
+
+    def _recover_crash(self) -> None:
+        """Mark a generation the previous process died activating suspect or quarantined."""
+        crash = self._guard.recover()
+        if crash is None:
+            return
+        message = (
+            f"the daemon died while activating generation {crash.generation[:12]} "
+            f"(crash {crash.count})"
+        )
+        if crash.status == "quarantined":
+            message += (
+                "; quarantined: it is not loaded again until you run "
+                f"`cbus plugins retry {crash.binary_id} --state-dir {self._state.path}`"
+            )
+        else:
+            message += "; suspect: it is loaded again only after a trial import passes"
+        logger.error("plugin %s: %s", crash.binary_id, message)
+        self._book.crashed(
+            crash.binary_id, Path(crash.wheel), crash.generation, message, crash.status
+        )
+
     def _rollback(self, binary_id: str, old: Generation) -> bool:
         """Activate ``old`` again after a failed switch; ``True`` if it serves again."""
         try:
-            restored = activate(
-                self._bus,
-                old,
-                binary_id,
-                entry_point_of(old.wheel)[1],
-                on_construct=self._construct_hook(binary_id),
-            )
+            restored = self._activate(old, binary_id, entry_point_of(old.wheel)[1])
         except LoaderError as exc:
             logger.error(
                 "plugin %s: rolling back to the previous generation failed too: %s", binary_id, exc
@@ -460,8 +557,30 @@ class PluginHost:
 
     async def _confirm(self, detached: DetachedPlugin) -> UnloadReport:
         report = await confirm_unload(detached)
+        residue = self._residue(detached)
+        if residue:
+            logger.warning(
+                "plugin %s: generation %s left running after its unload:\n  %s",
+                detached.binary_id,
+                detached.generation[:12],
+                "\n  ".join(residue),
+            )
+            report = dataclasses.replace(report, survivors=(*residue, *report.survivors))
         self.unload_reports.append(report)
         return report
+
+    def _residue(self, detached: DetachedPlugin) -> list[str]:
+        """Threads, files and child processes the unloaded generation left running."""
+        baseline = self._baselines.pop(detached.generation, None)
+        if baseline is None:
+            return []
+        server = getattr(self._trials, "server_pid", None)
+        return find_residue(
+            self._state.generations_dir / detached.generation,
+            baseline,
+            own_children={server} if isinstance(server, int) else (),
+            kill_children=not self._active,
+        )
 
     # -- manifest and state ---------------------------------------------------------------------
 
@@ -472,6 +591,11 @@ class PluginHost:
         plugin is recorded as failed with ``source`` in place of the wheel.
         """
         self._book.failed(binary_id, Path(source), None, error, serving=binary_id in self._active)
+
+    def _verify(self, wheel: Path) -> VerifiedWheel:
+        if self._strict:
+            check_directory(self._state.path, "state directory")
+        return verify_wheel(wheel, strict_permissions=self._strict)
 
     def _failed(
         self,
@@ -484,7 +608,12 @@ class PluginHost:
     ) -> None:
         # Text, not the exception: a retained log record must not pin its frames.
         logger.error("plugin %s: %s", key, str(exc), extra={"plugin": key, "wheel": str(wheel)})
-        self._book.failed(key, wheel, verified, str(exc), serving=serving)
+        status: PluginStatus = "failed"
+        if isinstance(exc, PluginQuarantined):
+            status = "quarantined"
+        elif isinstance(exc, (InvalidWheel, InsecurePath)):
+            status = "rejected"
+        self._book.failed(key, wheel, verified, str(exc), serving=serving, status=status)
         self._gc()
 
     def _gc(self) -> None:

@@ -8,10 +8,11 @@ are missing), the loader has no binary id yet and records it under
 :func:`wheel_key` (``wheel:<file name>``) instead.
 
 A record's ``status`` describes the generation it names: ``active`` (serving),
-``failed`` (could not be loaded; ``error`` says why) or ``unloaded`` (removed;
-``leaks`` lists what survived the unload). After a rolled-back reload the record
-stays ``active`` on the old generation and ``error`` carries the failed reload's
-message.
+``failed`` (could not be loaded; ``error`` says why), ``rejected`` (the file was
+refused before anything was installed: not a loadable wheel, or not trusted) or
+``unloaded`` (removed; ``leaks`` lists what survived the unload). After a
+rolled-back reload the record stays ``active`` on the old generation and ``error``
+carries the failed reload's message.
 
 The file is written atomically (temp file, fsync, ``os.replace``, directory fsync),
 with records sorted by key so that diffs stay readable.
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
 __all__ = [
     "MANIFEST_NAME",
     "MANIFEST_VERSION",
+    "Failure",
     "Manifest",
     "ManifestBook",
     "ManifestRecord",
@@ -57,7 +59,10 @@ logger = logging.getLogger(__name__)
 MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION: Final = 1
 
-PluginStatus = Literal["active", "failed", "unloaded"]
+PluginStatus = Literal["active", "failed", "rejected", "unloaded", "suspect", "quarantined"]
+
+MAX_FAILURES = 5
+"""How many recent failures a record keeps in ``failures``."""
 
 
 def utc_now() -> datetime:
@@ -70,6 +75,17 @@ def wheel_key(wheel: str | Path) -> str:
     return f"wheel:{Path(wheel).name}"
 
 
+class Failure(BaseModel):
+    """One failed load: when, why, where in the plugin's code, which wheel."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    time: AwareDatetime
+    error: str
+    at: str | None = None
+    wheel: str = ""
+
+
 class ManifestRecord(BaseModel):
     """One plugin's state.
 
@@ -80,8 +96,16 @@ class ManifestRecord(BaseModel):
         wheel: path of the wheel file.
         wheel_sha256: hex sha256 of the wheel file ("" if unreadable).
         generation: the generation id (its directory under ``generations/``), or "".
-        status: ``active``, ``failed`` or ``unloaded``.
-        error: why the last load or reload failed, else ``None``.
+        status: ``active``, ``failed``, ``rejected`` (the file was refused before
+            anything was installed), ``unloaded``, ``suspect`` (the daemon died
+            activating it; loaded again only after a trial) or ``quarantined``
+            (it did so repeatedly; refused until ``cbus plugins retry``).
+        since: when ``status`` last changed, UTC.
+        error: why the last load or reload failed, else ``None`` (a successful load
+            clears it).
+        error_at: ``file:line`` in the plugin's code the error points at, if known.
+        error_time: when the last error happened, UTC.
+        failures: the most recent failures, oldest first (at most ``MAX_FAILURES``).
         factories: factory ids the plugin registered.
         loaded_at: when the record's generation was (last) loaded, UTC.
         load_ms: how long verify + install + activate took.
@@ -98,7 +122,11 @@ class ManifestRecord(BaseModel):
     wheel_sha256: str = ""
     generation: str = ""
     status: PluginStatus
+    since: AwareDatetime | None = None
     error: str | None = None
+    error_at: str | None = None
+    error_time: AwareDatetime | None = None
+    failures: list[Failure] = Field(default_factory=list)
     factories: list[str] = Field(default_factory=list)
     loaded_at: AwareDatetime | None = None
     load_ms: float = 0.0
@@ -204,14 +232,17 @@ class ManifestBook:
     and writes the whole manifest atomically (:func:`write_manifest`).
 
     Records saying ``active`` are from a previous process (nothing is loaded when a
-    book opens): the book reads them as ``unloaded``.
+    book opens): the book reads them as ``unloaded``. Records that are not active
+    and whose wheel file is gone are pruned when the book opens and on every load
+    outcome (an unload's record stays until then, with its leaks). A manifest that
+    cannot be read is moved aside (``manifest.json.corrupt-<time>``, logged) and the
+    book starts empty: the manifest reports, the wheels are the truth. A write that
+    fails (disk full, read-only) is logged; the file keeps its last good content.
 
     Args:
         state_dir: the state directory holding ``manifest.json``.
         on_write: called with each record after it was written.
 
-    Raises:
-        CorruptManifest: the existing manifest cannot be read.
     """
 
     def __init__(
@@ -219,12 +250,17 @@ class ManifestBook:
     ) -> None:
         self._state_dir = state_dir
         self._on_write = on_write
-        read = read_manifest(state_dir)
-        self._manifest = Manifest(
-            plugins=[
-                r.model_copy(update={"status": "unloaded"}) if r.status == "active" else r
-                for r in read.plugins
-            ]
+        from controllerbus.loader.records import pruned
+
+        read = _read_or_move_aside(state_dir)
+        self._manifest = pruned(
+            Manifest(
+                plugins=[
+                    r.model_copy(update={"status": "unloaded"}) if r.status == "active" else r
+                    for r in read.plugins
+                ]
+            ),
+            set(),
         )
 
     @property
@@ -248,47 +284,71 @@ class ManifestBook:
         load_ms: float,
         leaks: Sequence[str] = (),
     ) -> ManifestRecord:
-        """Record generation ``generation`` of ``binary_id`` as ``active``."""
-        return self._write(
-            ManifestRecord(
-                binary_id=binary_id,
-                binary_version=binary_version,
-                build_hash=verified.build_hash,
-                wheel=str(wheel),
-                wheel_sha256=verified.sha256,
-                generation=generation,
-                status="active",
-                factories=list(factories),
-                loaded_at=utc_now(),
-                load_ms=round(load_ms, 3),
-                leaks=list(leaks),
-            )
+        """Record generation ``generation`` of ``binary_id`` as ``active`` (error cleared)."""
+        from controllerbus.loader.records import with_success
+
+        record = ManifestRecord(
+            binary_id=binary_id,
+            binary_version=binary_version,
+            build_hash=verified.build_hash,
+            wheel=str(wheel),
+            wheel_sha256=verified.sha256,
+            generation=generation,
+            status="active",
+            factories=list(factories),
+            loaded_at=utc_now(),
+            load_ms=round(load_ms, 3),
+            leaks=list(leaks),
         )
+        return self._commit(with_success(self._manifest, record), binary_id)
 
     def failed(
-        self, key: str, wheel: Path, verified: VerifiedWheel | None, error: str, *, serving: bool
+        self,
+        key: str,
+        wheel: Path,
+        verified: VerifiedWheel | None,
+        error: str,
+        *,
+        serving: bool,
+        status: PluginStatus = "failed",
     ) -> ManifestRecord:
         """Record that loading ``wheel`` under ``key`` failed with ``error``.
 
         With ``serving`` (the previous generation keeps serving) the plugin's record
-        stays ``active`` and carries the error; otherwise the record is ``failed``.
+        stays ``active`` and carries the error; otherwise the record is ``status``
+        (``rejected`` when the file itself was refused: not a loadable wheel, or not
+        trusted).
+        Either way the failure goes into the record's bounded ``failures``.
         """
-        existing = self._manifest.get(key)
-        if serving and existing is not None:
-            return self._write(existing.model_copy(update={"error": error}))
-        return self._write(
-            ManifestRecord(
-                binary_id=key,
-                binary_version="",
-                build_hash=verified.build_hash if verified is not None else "",
-                wheel=str(wheel),
-                wheel_sha256=verified.sha256 if verified is not None else "",
-                generation="",
-                status="failed",
-                error=error,
-                loaded_at=utc_now(),
-            )
+        from controllerbus.loader.records import with_failure
+
+        record = ManifestRecord(
+            binary_id=key,
+            binary_version="",
+            build_hash=verified.build_hash if verified is not None else "",
+            wheel=str(wheel),
+            wheel_sha256=verified.sha256 if verified is not None else "",
+            generation="",
+            status=status,
+            loaded_at=utc_now(),
         )
+        serving = serving and self._manifest.get(key) is not None
+        return self._commit(with_failure(self._manifest, record, error, serving=serving), key)
+
+    def crashed(
+        self, binary_id: str, wheel: Path, generation: str, error: str, status: PluginStatus
+    ) -> ManifestRecord:
+        """Record that the previous process died activating ``generation`` (suspect)."""
+        from controllerbus.loader.records import with_failure, with_status
+
+        record = self._manifest.get(binary_id) or ManifestRecord(
+            binary_id=binary_id, wheel=str(wheel), status=status
+        )
+        record = record.model_copy(update={"generation": generation, "wheel": str(wheel)})
+        manifest = with_failure(self._manifest, record, error, serving=False)
+        updated = manifest.get(binary_id)
+        assert updated is not None
+        return self._commit(with_status(manifest, updated, status), binary_id, prune=False)
 
     def unloaded(self, binary_id: str, leaks: Sequence[str]) -> ManifestRecord | None:
         """Record ``binary_id`` as ``unloaded`` with what survived; ``None`` if unknown."""
@@ -310,8 +370,36 @@ class ManifestBook:
         return self._write(record.model_copy(update=update))
 
     def _write(self, record: ManifestRecord) -> ManifestRecord:
-        self._manifest = self._manifest.upsert(record)
-        write_manifest(self._state_dir, self._manifest)
+        return self._commit(self._manifest.upsert(record), record.binary_id, prune=False)
+
+    def _commit(self, manifest: Manifest, key: str, *, prune: bool = True) -> ManifestRecord:
+        from controllerbus.loader.records import pruned
+
+        if prune:
+            manifest = pruned(manifest, {key})
+        self._manifest = manifest
+        try:
+            write_manifest(self._state_dir, manifest)
+        except OSError as exc:
+            # Disk full or read-only: keep serving; the file keeps its last good content.
+            logger.error("cannot write the manifest in %s: %s", self._state_dir, exc)
+        record = manifest.get(key)
+        assert record is not None
         if self._on_write is not None:
             self._on_write(record)
         return record
+
+
+def _read_or_move_aside(state_dir: Path) -> Manifest:
+    try:
+        return read_manifest(state_dir)
+    except CorruptManifest as exc:
+        path = state_dir / MANIFEST_NAME
+        aside = path.with_name(f"{MANIFEST_NAME}.corrupt-{utc_now().strftime('%Y%m%dT%H%M%S')}")
+        try:
+            path.replace(aside)
+        except OSError as move_error:
+            logger.error("%s; cannot move it aside either: %s", exc, move_error)
+        else:
+            logger.error("%s; moved it to %s and started with an empty manifest", exc, aside)
+        return Manifest()

@@ -92,8 +92,11 @@ class StateDir:
         from filelock import FileLock, Timeout
 
         try:
-            self.generations_dir.mkdir(parents=True, exist_ok=True)
-            self.tmp_dir.mkdir(parents=True, exist_ok=True)
+            # 0o755, not the umask's default: with a umask of 002 the new directory
+            # would be group-writable, which the loader's trust check refuses.
+            self.path.mkdir(mode=0o755, parents=True, exist_ok=True)
+            self.generations_dir.mkdir(mode=0o755, exist_ok=True)
+            self.tmp_dir.mkdir(mode=0o755, exist_ok=True)
         except OSError as exc:
             raise StateDirError(self.path, f"cannot create it: {exc}") from exc
         # fallback_to_soft=False: a lock that silently degrades to a marker file on

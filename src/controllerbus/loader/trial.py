@@ -15,6 +15,11 @@ A :class:`TrialRunner` is the host's strategy for "can this generation run?" It 
 * ``"none"`` (:class:`NoTrialRunner`): no trial; a failure after the switch still
   rolls back.
 
+Every trial runs in a session (process group) of its own under the runner's
+:class:`~controllerbus.loader.sandbox.TrialLimits`; at the deadline the whole group
+(and any process carrying the trial's environment marker) is killed, so nothing it
+started survives and nothing waits on its pipes.
+
 The transports return the child's JSON result, ``{"ok": true, ...}`` or ``{"ok":
 false, "error": ...}``; transport failures come back as ``ok: false`` too.
 """
@@ -22,13 +27,25 @@ false, "error": ...}``; transport failures come back as ``ok: false`` too.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import sys
+import tempfile
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args
+
+from controllerbus.loader.sandbox import (
+    DEFAULT_LIMITS,
+    TRIAL_MARKER_ENV,
+    TrialLimits,
+    describe_status,
+    kill_group,
+    kill_trial,
+)
 
 if TYPE_CHECKING:
     from controllerbus.loader.generation import Generation
@@ -49,8 +66,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-TRIAL_TIMEOUT = 60.0
-"""Seconds a trial import may take before it counts as failed (and is killed)."""
+_REAP_TIMEOUT = 2.0
+"""Seconds to wait for a killed process to be reaped before its pipes are closed."""
 
 TrialKind = Literal["fork", "subprocess", "none"]
 """How a reload tries the new generation: see the module docstring."""
@@ -109,49 +126,107 @@ def _env() -> dict[str, str]:
 
 
 async def _kill(proc: asyncio.subprocess.Process) -> None:
-    # Never leave a child behind (trio run_process): kill, then reap, even if cancelled.
+    """Kill ``proc``'s whole process group, reap it, and never wait on its pipes forever.
+
+    Never leaves a child behind (trio run_process), even if cancelled.
+    """
+    kill_group(proc.pid)  # the process is its group's leader (start_new_session)
     if proc.returncode is None:
-        proc.kill()
-        await asyncio.shield(proc.wait())
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+    try:
+        async with asyncio.timeout(_REAP_TIMEOUT):
+            await asyncio.shield(proc.wait())
+    except TimeoutError:
+        # Something outside the group still holds a pipe: asyncio's wait() would wait
+        # for its EOF. Close our ends; the child is reaped by the child watcher.
+        transport = getattr(proc, "_transport", None)
+        if transport is not None:
+            transport.close()
 
 
 def _failure(reason: str) -> dict[str, Any]:
     return {"ok": False, "error": reason}
 
 
-async def trial_in_subprocess(python: Path, cwd: Path, entry: str) -> dict[str, Any]:
-    """Run the trial child for ``entry`` (``NAME=module:attr``) with interpreter ``python``."""
-    proc = await asyncio.create_subprocess_exec(
-        str(python),
-        "-m",
-        "controllerbus.loader.trial_child",
-        entry,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        cwd=cwd,
-        env=_env(),
+def deadline_failure(limits: TrialLimits) -> dict[str, Any]:
+    """The result of a trial that hit its deadline."""
+    return _failure(
+        f"import did not finish in {limits.deadline:g} s (the trial deadline; the trial "
+        "and every process it started were killed)"
     )
+
+
+async def trial_in_subprocess(
+    python: Path, cwd: Path, entry: str, limits: TrialLimits = DEFAULT_LIMITS
+) -> dict[str, Any]:
+    """Run the trial child for ``entry`` (``NAME=module:attr``) with interpreter ``python``.
+
+    Output goes to files, not pipes, so a process the plugin started cannot keep the
+    parent waiting; the trial's process group is killed when it ends or overruns.
+    """
+    marker = uuid.uuid4().hex
+    with tempfile.TemporaryFile(dir=cwd) as out, tempfile.TemporaryFile(dir=cwd) as err:
+        proc = await asyncio.create_subprocess_exec(
+            str(python),
+            "-m",
+            "controllerbus.loader.trial_child",
+            "--limits",
+            json.dumps(limits.to_json()),
+            entry,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            cwd=cwd,
+            env={**_env(), TRIAL_MARKER_ENV: marker},
+            start_new_session=True,
+        )
+        try:
+            async with asyncio.timeout(limits.deadline):
+                await proc.wait()
+        except TimeoutError:
+            kill_trial(proc.pid, marker)
+            await _kill(proc)
+            return deadline_failure(limits)
+        except BaseException:
+            kill_trial(proc.pid, marker)
+            await _kill(proc)
+            raise
+        left = kill_trial(proc.pid, marker)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(1 << 20), err.read(1 << 20)
     try:
-        async with asyncio.timeout(TRIAL_TIMEOUT):
-            out, err = await proc.communicate()
-    except TimeoutError:
-        await _kill(proc)
-        return _failure(f"the trial import took longer than {TRIAL_TIMEOUT:.0f} s")
-    except BaseException:
-        await _kill(proc)
-        raise
-    try:
-        result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+        result: dict[str, Any] = json.loads(stdout.decode().strip().splitlines()[-1])
     except (ValueError, IndexError):
-        tail = err.decode(errors="replace").strip().splitlines()[-3:]
-        return _failure(f"exit status {proc.returncode}: {' | '.join(tail) or 'no output'}")
+        status = describe_returncode(proc.returncode, limits)
+        tail = stderr.decode(errors="replace").strip().splitlines()[-3:]
+        return _failure(f"the trial import crashed ({status}): {' | '.join(tail) or 'no output'}")
+    if left and result.get("ok"):
+        listed = ", ".join(f"pid {p} ({cmd})" for p, cmd in left[:5])
+        return _failure(
+            f"the import left {len(left)} process(es) running: {listed} "
+            "(killed; start processes in a controller and stop them in close())"
+        )
     return result
+
+
+def describe_returncode(returncode: int | None, limits: TrialLimits) -> str:
+    """:func:`~controllerbus.loader.sandbox.describe_status` for a ``returncode``."""
+    if returncode is None:
+        return "still running"
+    if returncode < 0:
+        return describe_status(-returncode & 0x7F, limits)  # a wait status "killed by N"
+    return f"exit status {returncode}"
 
 
 class TrialServer:
     """A warm, forking trial-import server (``python -m controllerbus.loader.trial_child --serve``).
 
-    Started on first use, restarted if it died; requests are serialised.
+    Started on first use, restarted if it died; requests are serialised. The server
+    runs in a session of its own and forks every trial into another one: a trial
+    that overruns its deadline is killed with its process group, and the server
+    stays warm.
     """
 
     def __init__(self, cwd: Path) -> None:
@@ -159,6 +234,12 @@ class TrialServer:
         self._proc: asyncio.subprocess.Process | None = None
         self._lock = asyncio.Lock()
         self._closed = False
+
+    @property
+    def pid(self) -> int | None:
+        """The server's pid while it runs."""
+        proc = self._proc
+        return proc.pid if proc is not None and proc.returncode is None else None
 
     async def start(self) -> None:
         """Start the server now (to have it warm before the first reload)."""
@@ -179,10 +260,11 @@ class TrialServer:
             stdout=asyncio.subprocess.PIPE,
             cwd=self._cwd,
             env=_env(),
+            start_new_session=True,
         )
         assert proc.stdout is not None
         try:
-            async with asyncio.timeout(TRIAL_TIMEOUT):
+            async with asyncio.timeout(_START_TIMEOUT):
                 ready = await proc.stdout.readline()
         except BaseException:
             await _kill(proc)
@@ -193,7 +275,9 @@ class TrialServer:
         self._proc = proc
         return proc
 
-    async def trial(self, site: Path, entry: str) -> dict[str, Any]:
+    async def trial(
+        self, site: Path, entry: str, limits: TrialLimits = DEFAULT_LIMITS
+    ) -> dict[str, Any]:
         """Trial-import ``entry`` (``NAME=module:attr``) with ``site`` first on the path."""
         async with self._lock:
             try:
@@ -202,26 +286,53 @@ class TrialServer:
                 return _failure(f"cannot start the trial-import server: {exc}")
             assert proc.stdin is not None
             assert proc.stdout is not None
-            request = json.dumps({"site": str(site), "entry": entry}) + "\n"
+            marker = uuid.uuid4().hex
+            request = {
+                "site": str(site),
+                "entry": entry,
+                "limits": limits.to_json(),
+                "marker": marker,
+            }
+            child: int | None = None
             try:
-                proc.stdin.write(request.encode())
-                await proc.stdin.drain()
-                async with asyncio.timeout(TRIAL_TIMEOUT):
-                    line = await proc.stdout.readline()
+                async with asyncio.timeout(limits.deadline):
+                    proc.stdin.write((json.dumps(request) + "\n").encode())
+                    await proc.stdin.drain()
+                    started = await proc.stdout.readline()
+                    child = int(json.loads(started)["pid"]) if started else None
+                    line = await proc.stdout.readline() if started else b""
             except TimeoutError:
-                await _kill(proc)
-                return _failure(f"the trial import took longer than {TRIAL_TIMEOUT:.0f} s")
+                await self._abandon(proc, child, marker)
+                return deadline_failure(limits)
             except (BrokenPipeError, ConnectionResetError) as exc:
                 await _kill(proc)
                 return _failure(f"the trial-import server went away: {exc}")
-            except BaseException:
+            except (ValueError, KeyError, TypeError) as exc:
                 await _kill(proc)
+                return _failure(f"the trial-import server said something odd: {exc}")
+            except BaseException:
+                await self._abandon(proc, child, marker)
                 raise
             if not line:
                 await _kill(proc)
                 return _failure("the trial-import server went away")
             result: dict[str, Any] = json.loads(line)
             return result
+
+    async def _abandon(
+        self, proc: asyncio.subprocess.Process, child: int | None, marker: str
+    ) -> None:
+        """Kill an overrunning trial's group; keep the server if it answers at once."""
+        if child is None:
+            await _kill(proc)
+            return
+        kill_trial(child, marker)
+        assert proc.stdout is not None
+        try:
+            async with asyncio.timeout(_REAP_TIMEOUT):
+                await proc.stdout.readline()  # the server's "crashed (SIGKILL)" answer
+        except (TimeoutError, OSError):
+            await _kill(proc)
 
     async def aclose(self) -> None:
         """Stop the server (idempotent); waits for a start or a trial in progress."""
@@ -239,6 +350,10 @@ class TrialServer:
             await _kill(proc)
 
 
+_START_TIMEOUT = 60.0
+"""Seconds the trial server may take to start (interpreter start-up on a busy machine)."""
+
+
 class ForkTrialRunner:
     """Trials in children forked from a warm :class:`TrialServer` (``kind = "fork"``).
 
@@ -248,9 +363,15 @@ class ForkTrialRunner:
 
     kind: TrialKind = "fork"
 
-    def __init__(self, work_dir: Path) -> None:
+    def __init__(self, work_dir: Path, limits: TrialLimits = DEFAULT_LIMITS) -> None:
         self._server = TrialServer(work_dir)
+        self._limits = limits
         self._warming: asyncio.Task[None] | None = None
+
+    @property
+    def server_pid(self) -> int | None:
+        """The warm server's pid while it runs (a child of the host's, not a plugin's)."""
+        return self._server.pid
 
     def start(self) -> None:
         """Start the server in the background; a failure shows at the first trial."""
@@ -270,7 +391,8 @@ class ForkTrialRunner:
             logger.debug("the trial-import server did not start ahead of time: %s", exc)
 
     async def trial(self, generation: Generation, binary_id: str, entry_point: str) -> TrialResult:
-        answer = await self._server.trial(generation.site_packages, f"{binary_id}={entry_point}")
+        entry = f"{binary_id}={entry_point}"
+        answer = await self._server.trial(generation.site_packages, entry, self._limits)
         return TrialResult.from_json(answer)
 
     async def aclose(self) -> None:
@@ -288,8 +410,9 @@ class SubprocessTrialRunner:
 
     kind: TrialKind = "subprocess"
 
-    def __init__(self, work_dir: Path) -> None:
+    def __init__(self, work_dir: Path, limits: TrialLimits = DEFAULT_LIMITS) -> None:
         self._work_dir = work_dir
+        self._limits = limits
 
     def start(self) -> None:
         """Nothing to warm: every trial starts its own interpreter."""
@@ -297,7 +420,7 @@ class SubprocessTrialRunner:
     async def trial(self, generation: Generation, binary_id: str, entry_point: str) -> TrialResult:
         entry = f"{binary_id}={entry_point}"
         return TrialResult.from_json(
-            await trial_in_subprocess(generation.python, self._work_dir, entry)
+            await trial_in_subprocess(generation.python, self._work_dir, entry, self._limits)
         )
 
     async def aclose(self) -> None:
@@ -319,21 +442,23 @@ class NoTrialRunner:
         """Nothing to stop."""
 
 
-def trial_runner(kind: TrialKind, work_dir: Path) -> TrialRunner:
+def trial_runner(
+    kind: TrialKind, work_dir: Path, limits: TrialLimits = DEFAULT_LIMITS
+) -> TrialRunner:
     """The runner of ``kind``, with ``work_dir`` as its children's working directory.
 
     Raises:
         ValueError: ``kind`` is not one of :data:`TrialKind`.
     """
     if kind == "fork":
-        return ForkTrialRunner(work_dir)
+        return ForkTrialRunner(work_dir, limits)
     if kind == "subprocess":
-        return SubprocessTrialRunner(work_dir)
+        return SubprocessTrialRunner(work_dir, limits)
     if kind == "none":
         return NoTrialRunner()
     raise ValueError(f"unknown trial kind {kind!r}; expected one of {', '.join(TRIAL_KINDS)}")
 
 
-def default_trial_runner(work_dir: Path) -> TrialRunner:
+def default_trial_runner(work_dir: Path, limits: TrialLimits = DEFAULT_LIMITS) -> TrialRunner:
     """The runner of :data:`DEFAULT_TRIAL_KIND` (fork where ``os.fork`` exists)."""
-    return trial_runner(DEFAULT_TRIAL_KIND, work_dir)
+    return trial_runner(DEFAULT_TRIAL_KIND, work_dir, limits)

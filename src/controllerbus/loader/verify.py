@@ -17,10 +17,15 @@ Rules (why each exists):
 * **RECORD**: every member is listed with a hash (sha256 or stronger) and size that
   match; every RECORD line names a member; RECORD itself is unhashed.
   ``installer.install`` checks none of this (docs/loader.md#load), so it happens here.
-* **Member names**: no absolute paths, drive letters, ``..`` or ``.`` components,
-  empty components, backslashes, NUL or control characters; no duplicates.
-* **Member types**: regular files and directories only; no symlinks, devices or FIFOs,
-  no encrypted members.
+* **Member names**, checked as stored (raw bytes, see
+  :mod:`~controllerbus.loader.members`): no NUL, control or format characters, no
+  backslashes, absolute paths, drive letters, ``..``/``.``/empty components, no
+  non-ASCII name without the UTF-8 flag, no Unicode-path extra field, NFKC form
+  only; no duplicates, including names equal after case folding or Unicode
+  normalisation.
+* **Member types** (Unix mode in ``external_attr``): regular files and directories
+  only; no symlinks, devices, FIFOs or sockets, no setuid/setgid bits, no encrypted
+  members, no members whose data overlap.
 * **Layout**: every member lies in a top-level package directory (an identifier), a
   top-level module ``<identifier>.py``, the ``.dist-info`` directory, or the
   ``.data`` directory. Anything else (a ``.pth`` file that would run code at start-up
@@ -39,19 +44,24 @@ Rules (why each exists):
   report on any such wheel; the plugin host loads exactly one plugin per wheel and
   refuses a wheel with several
   (:func:`~controllerbus.loader.activation.entry_point_of`).
-* **Size**: the uncompressed total stays under ``max_unpacked_bytes`` (zip bombs).
+* **Size** (:class:`~controllerbus.loader.members.WheelLimits`): file size, member
+  count, total uncompressed size, compression ratio and ``.dist-info`` text sizes are
+  checked from the zip directory before any member is decompressed.
+* **Trust** (``strict_permissions``): the file is checked on the descriptor it is
+  read from, see :mod:`~controllerbus.loader.permissions`.
 """
 
 from __future__ import annotations
 
 import base64
 import configparser
+import contextlib
 import csv
-import functools
 import hashlib
 import io
 import keyword
 import logging
+import os
 import re
 import stat
 import zipfile
@@ -60,11 +70,10 @@ from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from email.parser import HeaderParser
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from packaging.metadata import parse_email
 from packaging.requirements import InvalidRequirement, Requirement
-from packaging.tags import Tag, sys_tags
+from packaging.tags import Tag
 from packaging.utils import (
     InvalidWheelFilename,
     NormalizedName,
@@ -73,26 +82,30 @@ from packaging.utils import (
 )
 from packaging.version import InvalidVersion, Version
 
+from controllerbus.loader.candidates import wheel_name_issue
 from controllerbus.loader.errors import InvalidWheel
+from controllerbus.loader.members import (
+    DEFAULT_LIMITS,
+    WheelLimits,
+    check_members,
+    declared_member_count,
+    member_name_issues,
+)
+from controllerbus.loader.permissions import open_checked
 from controllerbus.plugin import ENTRY_POINT_GROUP, HOST_PACKAGE
 
-if TYPE_CHECKING:
-    import os
-
 __all__ = [
-    "DEFAULT_MAX_UNPACKED_BYTES",
+    "DEFAULT_LIMITS",
     "RESERVED_TOP_LEVEL",
     "PluginEntryPoint",
     "RecordItem",
     "VerifiedWheel",
+    "WheelLimits",
     "build_hash_of",
     "verify_wheel",
 ]
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_MAX_UNPACKED_BYTES = 512 * 1024 * 1024
-"""Refuse wheels that unpack to more than this (512 MiB): a guard against zip bombs."""
 
 RESERVED_TOP_LEVEL = frozenset({HOST_PACKAGE})
 """Top-level names a plugin may not ship: the host owns them."""
@@ -192,39 +205,6 @@ def build_hash_of(version: Version | str) -> str:
     return ""
 
 
-@functools.cache
-def _host_tags() -> frozenset[Tag]:
-    return frozenset(sys_tags())
-
-
-def _member_name_issues(name: str) -> list[str]:
-    """Return why ``name`` is not a safe relative POSIX member path (empty if it is).
-
-    A name that passes joins under any root without escaping it: this is the
-    property the Hypothesis tests check.
-    """
-    if not name:
-        return ["a member has an empty name"]
-    issues: list[str] = []
-    if "\x00" in name or any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
-        issues.append(f"{name!r}: control character in member name")
-    if "\\" in name:
-        issues.append(
-            f"{name!r}: backslash in member name (a Windows separator on some tools, "
-            "a literal character on others)"
-        )
-    if name.startswith("/"):
-        issues.append(f"{name!r}: absolute member path")
-    elif re.match(r"^[A-Za-z]:", name):
-        issues.append(f"{name!r}: member path starts with a drive letter")
-    parts = (name[:-1] if name.endswith("/") else name).split("/")
-    if ".." in parts:
-        issues.append(f"{name!r}: path traversal ('..' component)")
-    if not name.startswith("/") and any(part in ("", ".") for part in parts):
-        issues.append(f"{name!r}: empty or '.' path component")
-    return issues
-
-
 def _is_module_file(name: str) -> bool:
     stem, dot, ext = name.rpartition(".")
     return bool(dot) and ext == "py" and stem.isidentifier() and not keyword.iskeyword(stem)
@@ -237,6 +217,7 @@ class _Check:
     path: Path
     zf: zipfile.ZipFile
     issues: list[str] = field(default_factory=list)
+    limits: WheelLimits = DEFAULT_LIMITS
     dist_info: str = ""
     data_dir: str = ""
     top_level: set[str] = field(default_factory=set)
@@ -247,6 +228,12 @@ class _Check:
 
     def read_text(self, member: str) -> str | None:
         try:
+            size = self.zf.getinfo(member).file_size
+            if size > self.limits.text_bytes:
+                self.add(
+                    f"{member} is {size} bytes, more than the limit of {self.limits.text_bytes}"
+                )
+                return None
             return self.zf.read(member).decode("utf-8")
         except KeyError:
             self.add(f"{member} is missing")
@@ -262,17 +249,21 @@ def verify_wheel(
     path: str | os.PathLike[str],
     *,
     supported_tags: Collection[Tag] | None = None,
-    max_unpacked_bytes: int = DEFAULT_MAX_UNPACKED_BYTES,
+    limits: WheelLimits = DEFAULT_LIMITS,
+    strict_permissions: bool = False,
 ) -> VerifiedWheel:
     """Check a plugin wheel against every rule in this module's docstring.
 
-    Reads the file once into memory; writes nothing.
+    Reads the file once into memory, from the descriptor its checks ran on; writes
+    nothing.
 
     Args:
         path: the ``.whl`` file.
         supported_tags: tags the target interpreter accepts; default: the running one's
             (``packaging.tags.sys_tags()``).
-        max_unpacked_bytes: refuse archives whose members sum to more than this.
+        limits: size limits checked before any member is decompressed.
+        strict_permissions: refuse a file that it or a directory above it could be
+            written by someone else (:mod:`~controllerbus.loader.permissions`).
 
     Returns:
         The verified wheel's identity, entry points, requirements and layout.
@@ -280,34 +271,41 @@ def verify_wheel(
     Raises:
         InvalidWheel: with every problem found (unreadable file, bad zip, CRC error,
             RECORD mismatch, unsafe path, bad layout, missing entry point, ...).
+        InsecurePath: ``strict_permissions`` and the file is not trusted.
     """
     wheel_path = Path(path)
     issues: list[str] = []
     file_name: NormalizedName | None = None
     file_version: Version | None = None
     tags: frozenset[Tag] = frozenset()
-    try:
+    # The same name and tag rules (and words) as the plugins-directory scan.
+    name_issue = wheel_name_issue(wheel_path.name, supported_tags)
+    if name_issue is not None:
+        issues.append(name_issue)
+    with contextlib.suppress(InvalidWheelFilename):
         file_name, file_version, _build, tags = parse_wheel_filename(wheel_path.name)
-    except InvalidWheelFilename as exc:
-        issues.append(f"invalid wheel filename: {exc}")
-    try:
-        if wheel_path.stat().st_size > max_unpacked_bytes:
-            issues.append(f"the file is larger than the limit of {max_unpacked_bytes} bytes")
-            raise InvalidWheel(wheel_path, issues)
-        data = wheel_path.read_bytes()
-    except OSError as exc:
-        raise InvalidWheel(wheel_path, [*issues, f"cannot read the file: {exc}"]) from exc
+    data = _read_wheel(wheel_path, issues, limits, strict_permissions=strict_permissions)
     sha256 = hashlib.sha256(data).hexdigest()
+    declared = declared_member_count(data)
+    if declared is not None and declared > limits.members:
+        issues.append(
+            f"the archive has {declared} members, more than the limit of {limits.members}"
+        )
+        raise InvalidWheel(wheel_path, issues)
     try:
         zf = zipfile.ZipFile(io.BytesIO(data))
+    except UnicodeDecodeError as exc:
+        issues.append(f"a member name is marked UTF-8 (zip flag bit 11) but is not UTF-8: {exc}")
+        raise InvalidWheel(wheel_path, issues) from exc
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as exc:
         issues.append(f"not a valid zip archive ({exc}); the file may be truncated")
         raise InvalidWheel(wheel_path, issues) from exc
 
     with zf:
-        check = _Check(wheel_path, zf, issues)
+        check = _Check(wheel_path, zf, issues, limits=limits)
         infos = zf.infolist()
-        small_enough = _check_names_and_types(check, infos, max_unpacked_bytes)
+        member_issues, small_enough = check_members(infos, data, limits)
+        issues.extend(member_issues)
         _find_dist_info(check, infos, file_name, file_version)
         raw = _RAW_WHEEL_NAME.match(wheel_path.name)
         if raw:
@@ -319,9 +317,6 @@ def verify_wheel(
         _check_wheel_file(check)
         entry_points = _check_entry_points(check)
 
-    if tags and not (tags & (_host_tags() if supported_tags is None else set(supported_tags))):
-        shown = ", ".join(sorted(str(tag) for tag in tags)[:4])
-        issues.append(f"wheel tags ({shown}) are not supported by the target interpreter")
     name = file_name or meta_name
     version = file_version or meta_version
     if issues or name is None or version is None:
@@ -344,31 +339,30 @@ def verify_wheel(
     )
 
 
-def _check_names_and_types(
-    check: _Check, infos: list[zipfile.ZipInfo], max_unpacked_bytes: int
-) -> bool:
-    """Check every member's name and type; return whether the total size is acceptable."""
-    seen: set[str] = set()
-    total = 0
-    for info in infos:
-        name = info.filename
-        check.issues.extend(_member_name_issues(name))
-        if name in seen:
-            check.add(f"{name!r}: duplicate member (an installer would overwrite one copy)")
-        seen.add(name)
-        # Unix mode bits live in the high 16 bits of external_attr when written on Unix.
-        mode = info.external_attr >> 16
-        if stat.S_ISLNK(mode):
-            check.add(f"{name!r}: symbolic link (wheels may contain regular files only)")
-        elif mode and stat.S_IFMT(mode) and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
-            check.add(f"{name!r}: not a regular file (mode {oct(mode)})")
-        if info.flag_bits & 0x1:
-            check.add(f"{name!r}: encrypted member")
-        total += info.file_size
-    if total > max_unpacked_bytes:
-        check.add(f"archive unpacks to {total} bytes, more than the limit of {max_unpacked_bytes}")
-        return False
-    return True
+def _read_wheel(
+    path: Path, issues: list[str], limits: WheelLimits, *, strict_permissions: bool
+) -> bytes:
+    """The file's bytes, read from the descriptor that was checked (regular, small)."""
+    try:
+        fd, st = open_checked(path, strict=strict_permissions)
+    except OSError as exc:
+        raise InvalidWheel(path, [*issues, f"cannot read the file: {exc}"]) from exc
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        kind = "a directory" if stat.S_ISDIR(st.st_mode) else "a device, FIFO or socket"
+        raise InvalidWheel(path, [*issues, f"not a regular file ({kind})"])
+    with os.fdopen(fd, "rb") as stream:
+        if st.st_size > limits.wheel_bytes:
+            issues.append(f"the file is larger than the limit of {limits.wheel_bytes} bytes")
+            raise InvalidWheel(path, issues)
+        try:
+            data = stream.read(limits.wheel_bytes + 1)
+        except OSError as exc:
+            raise InvalidWheel(path, [*issues, f"cannot read the file: {exc}"]) from exc
+    if len(data) > limits.wheel_bytes:
+        issues.append(f"the file grew past the limit of {limits.wheel_bytes} bytes while read")
+        raise InvalidWheel(path, issues)
+    return data
 
 
 def _find_dist_info(
@@ -437,7 +431,7 @@ def _check_layout(check: _Check, infos: list[zipfile.ZipInfo]) -> None:
     data_members: list[str] = []
     for info in infos:
         name = info.filename
-        if _member_name_issues(name):
+        if member_name_issues(name):
             continue  # already reported; layout of an unsafe name means nothing
         top = name.split("/", 1)[0]
         if check.dist_info and top == check.dist_info:
@@ -485,7 +479,9 @@ def _check_record(
     record_text = check.read_text(record_name) if record_name else None
     if record_text is not None:
         try:
-            for elements in parse_record_file(record_text.splitlines()):
+            # Not splitlines(): it also splits at U+0085 and U+2028, which a hostile
+            # member name may contain; csv's own line handling is the RECORD format.
+            for elements in parse_record_file(io.StringIO(record_text, newline="")):
                 try:
                     line = RecordEntry.from_elements(*elements)
                 except InvalidRecordEntry as exc:
@@ -497,7 +493,7 @@ def _check_record(
                 items.append(
                     RecordItem(line.path, str(line.hash_) if line.hash_ else "", line.size)
                 )
-        except (ValueError, csv.Error) as exc:
+        except (ValueError, csv.Error, InvalidRecordEntry) as exc:
             check.add(f"RECORD is not a valid CSV file: {exc}")
 
     signatures = {f"{check.dist_info}/RECORD.jws", f"{check.dist_info}/RECORD.p7s"}
