@@ -216,8 +216,6 @@ class HotReloader:
                 self._busy = False
 
     async def _build(self, slot: _Slot, changed: tuple[str, ...]) -> ReloadEvent:
-        from controllerbus.compiler import compile_plugin
-
         started = time.perf_counter()
         phases: dict[str, float] = {}
         if changed:
@@ -225,12 +223,7 @@ class HotReloader:
         target = slot.target
         out = self._work_dir / target.slug
         try:
-            result: CompileResult = await asyncio.to_thread(
-                compile_plugin,
-                list(target.paths),
-                output_dir=out / "wheels",
-                codegen_dir=out / "codegen",
-            )
+            result = await asyncio.to_thread(_compile, target, out)
         except CompileError as exc:
             return self._failed(slot, changed, phases, f"compile failed: {exc}", started)
         phases["compile"] = (time.perf_counter() - started) * 1000
@@ -292,6 +285,15 @@ class HotReloader:
             except Exception:
                 logger.exception("hot: the on_reload callback failed")
         return event
+
+
+def _compile(target: HotTarget, out: Path) -> CompileResult:
+    """The one call into the compiler (in-process hatchling; run on a thread)."""
+    from controllerbus.compiler import compile_plugin
+
+    return compile_plugin(
+        list(target.paths), output_dir=out / "wheels", codegen_dir=out / "codegen"
+    )
 
 
 def _relevant(path: str) -> bool:
