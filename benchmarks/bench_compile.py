@@ -37,7 +37,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from benchmarks.harness import Row, measure, print_table, write_json
-from controllerbus.compiler import compile_plugin, export_wheelhouse
+from controllerbus.compiler import CompileOptions, compile_plugin, export_wheelhouse
 
 _MODULE = '''\
 """Generated module {index} of the benchmark plugin."""
@@ -131,7 +131,7 @@ def bench_plugin(label: str, target: Path, work: Path, wheelhouse: Path, quick: 
     rows: list[Row] = []
     out = work / "out"
     codegen_dir = work / "codegen"
-    first = compile_plugin([target], output_dir=out, codegen_dir=codegen_dir)
+    first = compile_plugin([target], CompileOptions(output_dir=out, codegen_dir=codegen_dir))
     overlay = first.codegen_dir
     edited = next((target / "src").rglob("*.py"))
     original = edited.read_text()
@@ -141,11 +141,11 @@ def bench_plugin(label: str, target: Path, work: Path, wheelhouse: Path, quick: 
         edited.write_text(original + f"\n# edit {next(counter)}\n")
 
     def compile_warm() -> None:
-        result = compile_plugin([target], output_dir=out, codegen_dir=codegen_dir)
+        result = compile_plugin([target], CompileOptions(output_dir=out, codegen_dir=codegen_dir))
         assert result.rebuilt
 
     def compile_noop() -> None:
-        result = compile_plugin([target], output_dir=out, codegen_dir=codegen_dir)
+        result = compile_plugin([target], CompileOptions(output_dir=out, codegen_dir=codegen_dir))
         assert not result.rebuilt
 
     from hatchling.builders.wheel import WheelBuilder
@@ -192,10 +192,10 @@ def bench_plugin(label: str, target: Path, work: Path, wheelhouse: Path, quick: 
     )
     compile_child = _timed(
         "from pathlib import Path",
-        "from controllerbus.compiler import compile_plugin",
-        f"r = compile_plugin([Path({str(target)!r})],",
+        "from controllerbus.compiler import CompileOptions, compile_plugin",
+        f"r = compile_plugin([Path({str(target)!r})], CompileOptions(",
         f"    output_dir=Path({str(cold_out / 'o')!r}),",
-        f"    codegen_dir=Path({str(cold_out / 'cg')!r}))",
+        f"    codegen_dir=Path({str(cold_out / 'cg')!r})))",
         "assert r.rebuilt",
     )
     hatch_cold = f"{label}: hatchling cold (fresh process, incl. import)"

@@ -510,7 +510,7 @@ def test_error_syntax_error_in_a_dependency(tmp_path: Path) -> None:
         ),
         (
             '[project]\nname = "x"\nversion = "1"\n[tool.uv.sources]\nlib = { workspace = true }\n',
-            "workspace sources",
+            "in no uv workspace",
             5,
         ),
     ],

@@ -17,6 +17,7 @@ import pytest
 from packaging.requirements import Requirement
 
 from controllerbus.compiler import (
+    CompileOptions,
     CompileResult,
     DuplicatePackage,
     InvalidOption,
@@ -34,12 +35,12 @@ from .conftest import copy_samples, make_project
 
 def build(target: Path, root: Path, **kwargs: object) -> CompileResult:
     """Compile with private output and codegen dirs under ``root``."""
-    return compile_plugin(
-        [target],
+    options = CompileOptions(
         output_dir=root / "out",
         codegen_dir=root / "codegen",
-        **kwargs,  # type: ignore[arg-type]  # forwarded keyword options of compile_plugin
+        **kwargs,  # type: ignore[arg-type]  # forwarded fields of CompileOptions
     )
+    return compile_plugin([target], options)
 
 
 def read_member(wheel: Path, suffix: str) -> str:
@@ -303,7 +304,7 @@ def test_noop_compile_builds_nothing(samples: Path, tmp_path: Path) -> None:
 def test_overlay_writes_only_changed_files_and_removes_stale_ones(
     samples: Path, tmp_path: Path
 ) -> None:
-    first = codegen([samples], codegen_dir=tmp_path / "cg")
+    first = codegen([samples], CompileOptions(codegen_dir=tmp_path / "cg"))
     assert (first.stats.written, first.stats.unchanged, first.stats.removed) == (8, 0, 0)
     overlay = tmp_path / "cg"
     assert (overlay / "pyproject.toml").is_file()
@@ -316,7 +317,7 @@ def test_overlay_writes_only_changed_files_and_removes_stale_ones(
 
     (samples / "src/compiler_hello/echo.py").unlink()
     (overlay / "src/leftover.py").write_text("")  # foreign file: removed too
-    second = codegen([samples], codegen_dir=overlay)
+    second = codegen([samples], CompileOptions(codegen_dir=overlay))
     # pyproject (version) and the plugin module (hash, factories) change; echo.py and
     # the foreign file go; the other five vendored files are untouched.
     assert (second.stats.written, second.stats.unchanged, second.stats.removed) == (2, 5, 2)
@@ -326,7 +327,7 @@ def test_overlay_writes_only_changed_files_and_removes_stale_ones(
 
 
 def test_overlay_refuses_a_source_changed_after_analysis(samples: Path, tmp_path: Path) -> None:
-    result = codegen([samples], codegen_dir=tmp_path / "cg")
+    result = codegen([samples], CompileOptions(codegen_dir=tmp_path / "cg"))
     source = samples / "src/compiler_hello/hello.py"
     source.write_text("changed = True\n")
     shutil.rmtree(tmp_path / "cg")
@@ -379,7 +380,7 @@ def test_default_codegen_dir_is_under_the_working_directory(
     samples: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    result = compile_plugin([samples], output_dir=Path("dist-plugins"))
+    result = compile_plugin([samples], CompileOptions())
     assert result.codegen_dir == tmp_path / ".cbus-codegen" / "cbus-plugin-compiler-hello"
     assert result.wheel.parent == tmp_path / "dist-plugins"
     assert (result.codegen_dir / "pyproject.toml").is_file()
@@ -389,7 +390,7 @@ def test_importing_the_compiler_does_not_import_the_build_tools() -> None:
     code = (
         "import sys, controllerbus.compiler\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in"
-        " ('hatchling', 'build', 'watchfiles', 'click')))"
+        " ('hatchling', 'build', 'watchfiles', 'click', 'pathspec', 'setuptools_scm')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
@@ -401,9 +402,9 @@ def test_overlay_survives_a_lost_manifest_and_repairs_tampering(
     from controllerbus.compiler.overlay import MANIFEST_NAME
 
     overlay = tmp_path / "cg"
-    codegen([samples], codegen_dir=overlay)
+    codegen([samples], CompileOptions(codegen_dir=overlay))
     (overlay / MANIFEST_NAME).unlink()
-    again = codegen([samples], codegen_dir=overlay)
+    again = codegen([samples], CompileOptions(codegen_dir=overlay))
     assert (again.stats.written, again.stats.removed) == (0, 0)  # compared by content
 
     tampered = overlay / "src/compiler_util.py"
@@ -411,7 +412,7 @@ def test_overlay_survives_a_lost_manifest_and_repairs_tampering(
     chmodded = overlay / "src/compiler_hello/echo.py"
     chmodded.chmod(0o755)
     (overlay / MANIFEST_NAME).write_text("{not json")
-    repaired = codegen([samples], codegen_dir=overlay)
+    repaired = codegen([samples], CompileOptions(codegen_dir=overlay))
     assert repaired.stats.written == 2
     assert tampered.read_bytes() == (samples.parent / "compiler-util/compiler_util.py").read_bytes()
     assert stat.S_IMODE(chmodded.stat().st_mode) == 0o644

@@ -23,7 +23,12 @@ from typing import IO
 import pytest
 from packaging.requirements import Requirement
 
-from controllerbus.compiler import CompileResult, compile_plugin, export_wheelhouse
+from controllerbus.compiler import (
+    CompileOptions,
+    CompileResult,
+    compile_plugin,
+    export_wheelhouse,
+)
 
 from .conftest import make_project, write_tree
 
@@ -73,9 +78,12 @@ def test_isolated_build_is_byte_identical_to_in_process(
 ) -> None:
     monkeypatch.setenv("PIP_NO_INDEX", "1")
     monkeypatch.setenv("PIP_FIND_LINKS", str(wheelhouse))
-    fast = compile_plugin([samples], output_dir=tmp_path / "a", codegen_dir=tmp_path / "cg-a")
+    fast = compile_plugin(
+        [samples], CompileOptions(output_dir=tmp_path / "a", codegen_dir=tmp_path / "cg-a")
+    )
     isolated = compile_plugin(
-        [samples], output_dir=tmp_path / "b", codegen_dir=tmp_path / "cg-b", isolated=True
+        [samples],
+        CompileOptions(output_dir=tmp_path / "b", codegen_dir=tmp_path / "cg-b", isolated=True),
     )
     assert isolated.rebuilt
     assert isolated.wheel.name == fast.wheel.name
@@ -94,7 +102,8 @@ def test_isolated_build_failure_is_reported(
     monkeypatch.setenv("PIP_FIND_LINKS", str(empty))
     with pytest.raises(BuildFailed, match="python -m build exited") as info:
         compile_plugin(
-            [samples], output_dir=tmp_path / "out", codegen_dir=tmp_path / "cg", isolated=True
+            [samples],
+            CompileOptions(output_dir=tmp_path / "out", codegen_dir=tmp_path / "cg", isolated=True),
         )
     assert "hatchling==" in info.value.output
     assert list((tmp_path / "out").iterdir()) == []
@@ -138,7 +147,9 @@ def _fresh_venv(path: Path) -> Path:
 def test_wheel_installs_with_pip_into_a_fresh_venv(
     samples: Path, tmp_path: Path, thirdparty: Path, host_wheels: Path
 ) -> None:
-    result = compile_plugin([samples], output_dir=tmp_path / "out", codegen_dir=tmp_path / "cg")
+    result = compile_plugin(
+        [samples], CompileOptions(output_dir=tmp_path / "out", codegen_dir=tmp_path / "cg")
+    )
     python = _fresh_venv(tmp_path / "venv")
     pip = [str(python), "-m", "pip", "--disable-pip-version-check", "--no-input"]
     install = [*pip, "install", "--no-index", "--find-links", str(host_wheels)]
@@ -280,10 +291,8 @@ def test_watch_compile_in_process(samples: Path, tmp_path: Path) -> None:
     stop = threading.Event()
     thread = threading.Thread(
         target=watch_compile,
-        args=([samples],),
+        args=([samples], CompileOptions(output_dir=tmp_path / "out", codegen_dir=tmp_path / "cg")),
         kwargs={
-            "output_dir": tmp_path / "out",
-            "codegen_dir": tmp_path / "cg",
             "on_result": results.put,
             "on_error": results.put,
             "stop_event": stop,

@@ -8,6 +8,7 @@ the good generation keeps serving; nothing the trial started may survive it.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -186,3 +187,25 @@ def test_hostile_import_is_refused_and_the_good_generation_serves(
     record = run_case(daemon, case, tmp_path)
     assert case.says in (record["error"] or "")
     assert record["error_time"] is not None
+
+
+def test_the_daemon_serves_and_answers_while_a_trial_hangs(
+    daemon: DaemonUnderTest, tmp_path: Path
+) -> None:
+    source = daemon.next_wheel(tmp_path)
+    hang = at_import("import time\ntime.sleep(10**6)")
+    made = hang(daemon.good, source, tmp_path / "out" / source.name)
+    mark = daemon.mark()
+    dropped = daemon.drop(made)
+    try:
+        daemon.wait_for("installed generation", after=mark, within=30)
+        started = time.monotonic()
+        # The trial is running (it cannot finish): the bus still answers at once.
+        assert daemon.hello() == "hello, bob!"
+        assert daemon.ask("ping") == {"pong": True}
+        assert time.monotonic() - started < DEADLINE
+        log = daemon.wait_for(f"unable to load plugin file {dropped.name}", after=mark)
+        assert f"import did not finish in {DEADLINE} s" in log[mark:]
+        daemon.assert_serving()
+    finally:
+        daemon.remove(dropped)

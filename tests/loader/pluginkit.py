@@ -167,13 +167,13 @@ class PluginProjects:
 
     def compile(self, output_dir: Path) -> CompileResult:
         """Compile the plugin into ``output_dir`` (codegen next to the projects)."""
-        from controllerbus.compiler import compile_plugin
+        from controllerbus.compiler import CompileOptions, compile_plugin
 
         return compile_plugin(
             [self.target],
-            output_dir=output_dir,
-            codegen_dir=self.root / ".codegen",
-            binary_id=self.binary_id,
+            CompileOptions(
+                output_dir=output_dir, codegen_dir=self.root / ".codegen", binary_id=self.binary_id
+            ),
         )
 
     def top_levels(self, generated_module: str) -> tuple[str, ...]:

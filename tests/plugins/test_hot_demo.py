@@ -15,7 +15,7 @@ from controllerbus.bus import (
     LoadControllerWithConfig,
     wait_exec_controller_running,
 )
-from controllerbus.compiler import compile_plugin
+from controllerbus.compiler import CompileOptions, compile_plugin
 from controllerbus.configset import lookup_config_constructor
 from controllerbus.core import new_core_bus
 from controllerbus.loader.host import PluginHost
@@ -32,9 +32,11 @@ def hot_demo_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
         shutil.copytree(PLUGINS / name, work / name)
     result = compile_plugin(
         [work / "hot-demo"],
-        output_dir=work / "dist",
-        codegen_dir=work / "codegen",
-        binary_id="controllerbus/examples/hot-demo/codegen-demo/1",
+        CompileOptions(
+            output_dir=work / "dist",
+            codegen_dir=work / "codegen",
+            binary_id="controllerbus/examples/hot-demo/codegen-demo/1",
+        ),
     )
     return result.wheel
 

@@ -24,19 +24,20 @@ from controllerbus.cli._common import setup_logging
 from controllerbus.compiler import (
     DEFAULT_BINARY_VERSION,
     DEFAULT_BUILD_PREFIX,
+    DEFAULT_OUTPUT_DIR,
+    CompileOptions,
     CompileResult,
+    Graph,
     InvalidOption,
     codegen,
     compile_plugin,
     export_wheelhouse,
+    verify_wheel,
     watch_compile,
 )
 from controllerbus.errors import CompileError
 
 __all__ = ["DEFAULT_OUTPUT_DIR", "cli", "main"]
-
-#: Where wheels go when ``-o`` is not given (relative to the working directory).
-DEFAULT_OUTPUT_DIR = Path("dist-plugins")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -119,6 +120,7 @@ def cli() -> None:
       cbus-compile compile plugins/hello
       cbus-compile compile -o dist-plugins --watch plugins/hello
       cbus-compile codegen plugins/hello plugins/other
+      cbus-compile verify dist-plugins/cbus_plugin_hello-*.whl plugins/hello
     """
 
 
@@ -184,20 +186,20 @@ def compile_command(
       CBUS_ISOLATED=1 cbus-compile compile plugins/hello
     """
     setup_logging(verbose, quiet=True)
-    options: dict[str, Any] = {
-        "output_dir": output_dir,
-        "codegen_dir": codegen_dir,
-        "binary_id": plugin_binary_id,
-        "binary_version": plugin_binary_version,
-        "build_prefix": build_prefix,
-        "isolated": isolated,
-        "cleanup": not no_cleanup,
-    }
+    options = CompileOptions(
+        output_dir=output_dir,
+        codegen_dir=codegen_dir,
+        binary_id=plugin_binary_id,
+        binary_version=plugin_binary_version,
+        build_prefix=build_prefix,
+        isolated=isolated,
+        cleanup=not no_cleanup,
+    )
     if watch:
         _watch(targets, options, as_json)
         return
     try:
-        result = compile_plugin(targets, **options)
+        result = compile_plugin(targets, options)
     except InvalidOption as exc:
         raise click.UsageError(str(exc)) from exc
     except CompileError as exc:
@@ -227,10 +229,12 @@ def codegen_command(
     try:
         result = codegen(
             targets,
-            codegen_dir=codegen_dir,
-            binary_id=plugin_binary_id,
-            binary_version=plugin_binary_version,
-            build_prefix=build_prefix,
+            CompileOptions(
+                codegen_dir=codegen_dir,
+                binary_id=plugin_binary_id,
+                binary_version=plugin_binary_version,
+                build_prefix=build_prefix,
+            ),
         )
     except InvalidOption as exc:
         raise click.UsageError(str(exc)) from exc
@@ -238,24 +242,7 @@ def codegen_command(
         raise click.ClickException(str(exc)) from exc
     plan = result.plan
     if as_json:
-        click.echo(
-            json.dumps(
-                {
-                    "codegen_dir": str(result.codegen_dir),
-                    "build_hash": plan.build_hash,
-                    "version": plan.version,
-                    "binary_id": plan.binary_id,
-                    "binary_version": plan.binary_version,
-                    "distribution": plan.distribution,
-                    "module": plan.module,
-                    "wheel_name": plan.wheel_name,
-                    "factories": [str(ref) for ref in plan.factories],
-                    "requires": list(plan.requires),
-                    "written": result.stats.written,
-                    "removed": result.stats.removed,
-                }
-            )
-        )
+        click.echo(json.dumps(result.to_json()))
     else:
         click.echo(
             f"cbus-compile: overlay for {plan.binary_id} {plan.version}"
@@ -263,6 +250,67 @@ def codegen_command(
             err=True,
         )
         click.echo(str(result.codegen_dir))
+
+
+@cli.command("verify", context_settings=_CONTEXT)
+@click.argument(
+    "wheel", type=click.Path(exists=True, dir_okay=False, path_type=Path), metavar="WHEEL"
+)
+@click.argument(
+    "targets",
+    nargs=-1,
+    required=True,
+    metavar="TARGET...",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+)
+@click.option(
+    "--isolated",
+    is_flag=True,
+    envvar="CBUS_ISOLATED",
+    show_envvar=True,
+    help="Rebuild with 'python -m build' in a fresh environment. Example: --isolated",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    envvar="CBUS_JSON",
+    show_envvar=True,
+    help="Print the rebuild's result as JSON on stdout. Example: --json",
+)
+@click.option(
+    "-v",
+    "--verbose",
+    count=True,
+    envvar="CBUS_VERBOSE",
+    show_envvar=True,
+    help="Log progress to stderr; twice for debug detail. Example: -v",
+)
+def verify_command(
+    wheel: Path, targets: tuple[Path, ...], isolated: bool, as_json: bool, verbose: int
+) -> None:
+    """Rebuild WHEEL from TARGET... and fail unless the bytes are identical.
+
+    The binary id, binary version template and build prefix are read from the
+    wheel itself. Exit 0: reproducible; 1: the bytes differ (what differs is
+    listed) or the sources do not compile.
+
+    \b
+    Example:
+      cbus-compile verify dist-plugins/cbus_plugin_hello-*.whl plugins/hello
+    """
+    setup_logging(verbose, quiet=True)
+    try:
+        result = verify_wheel(wheel, targets, isolated=isolated)
+    except CompileError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        click.echo(
+            json.dumps({**result.to_json(), "wheel": str(wheel.absolute()), "verified": True})
+        )
+    else:
+        click.echo(f"cbus-compile: {wheel.name} is reproducible from the sources", err=True)
+        click.echo(str(wheel))
 
 
 @cli.command("wheelhouse", context_settings=_CONTEXT)
@@ -305,10 +353,23 @@ def _report(result: CompileResult, as_json: bool) -> None:
         )
     for path in result.removed:
         click.echo(f"cbus-compile: removed old wheel {path.name}", err=True)
+    _summary(result.graph)
     click.echo(str(result.wheel))
 
 
-def _watch(targets: Sequence[Path], options: dict[str, Any], as_json: bool) -> None:
+def _summary(graph: Graph) -> None:
+    """What was vendored, what became Requires-Dist, what was dropped (stderr)."""
+    for line in graph.vendored:
+        click.echo(f"cbus-compile: vendored {line}", err=True)
+    for line in graph.requires:
+        click.echo(f"cbus-compile: Requires-Dist {line}", err=True)
+    for extra, reqs in graph.extras.items():
+        click.echo(f"cbus-compile: extra {extra}: {', '.join(reqs)}", err=True)
+    for line in graph.dropped:
+        click.echo(f"cbus-compile: dropped {line}", err=True)
+
+
+def _watch(targets: Sequence[Path], options: CompileOptions, as_json: bool) -> None:
     def on_error(exc: CompileError) -> None:
         click.echo(f"cbus-compile: error: {exc}", err=True)
 
@@ -316,9 +377,7 @@ def _watch(targets: Sequence[Path], options: dict[str, Any], as_json: bool) -> N
     # SIGTERM (e.g. from a process manager) ends the watch like Ctrl-C does.
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        watch_compile(
-            targets, on_result=lambda r: _report(r, as_json), on_error=on_error, **options
-        )
+        watch_compile(targets, options, on_result=lambda r: _report(r, as_json), on_error=on_error)
     except KeyboardInterrupt:
         click.echo("cbus-compile: stopped", err=True)
     except OSError as exc:

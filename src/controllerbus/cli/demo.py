@@ -22,7 +22,7 @@ from pathlib import Path
 from controllerbus.api.hello import Hello
 from controllerbus.bus.bus import Bus
 from controllerbus.bus.helpers import exec_one_off
-from controllerbus.compiler import CompileResult, compile_plugin
+from controllerbus.compiler import CompileOptions, CompileResult, compile_plugin
 from controllerbus.daemon import DaemonOptions, daemon_session
 from controllerbus.errors import ControllerBusError
 from controllerbus.example import boilerplate
@@ -115,7 +115,7 @@ async def _wait_generation(host: PluginHost, not_this: str, within: float) -> st
 def _compile(project: Path, out: Path, codegen: Path) -> tuple[CompileResult, float]:
     started = time.perf_counter()
     result = compile_plugin(
-        [project], output_dir=out, codegen_dir=codegen, binary_id=DEMO_BINARY_ID
+        [project], CompileOptions(output_dir=out, codegen_dir=codegen, binary_id=DEMO_BINARY_ID)
     )
     return result, time.perf_counter() - started
 

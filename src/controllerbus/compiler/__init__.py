@@ -18,8 +18,10 @@ from controllerbus.compiler.api import (
     default_codegen_dir,
     plan_targets,
 )
+from controllerbus.compiler.discovery import PackageSource
 from controllerbus.compiler.errors import (
     AnalysisError,
+    BinaryContent,
     BuildFailed,
     ConflictingPaths,
     ConflictingRequirements,
@@ -32,15 +34,18 @@ from controllerbus.compiler.errors import (
     NoFactories,
     SourceChanged,
     SourceSyntaxError,
+    VerifyFailed,
 )
 from controllerbus.compiler.factories import FactoryRef
 from controllerbus.compiler.graph import Graph, SourceFile, analyse
+from controllerbus.compiler.options import DEFAULT_OUTPUT_DIR, CompileOptions
 from controllerbus.compiler.plan import (
     DEFAULT_BINARY_VERSION,
     DEFAULT_BUILD_PREFIX,
     Plan,
 )
-from controllerbus.compiler.project import PackageSource, Project
+from controllerbus.compiler.project import Project
+from controllerbus.compiler.verify import verify_wheel
 from controllerbus.compiler.watch import watch_compile
 from controllerbus.compiler.wheelhouse import export_wheelhouse
 
@@ -48,9 +53,12 @@ __all__ = [
     "CODEGEN_ROOT",
     "DEFAULT_BINARY_VERSION",
     "DEFAULT_BUILD_PREFIX",
+    "DEFAULT_OUTPUT_DIR",
     "AnalysisError",
+    "BinaryContent",
     "BuildFailed",
     "CodegenResult",
+    "CompileOptions",
     "CompileResult",
     "ConflictingPaths",
     "ConflictingRequirements",
@@ -69,11 +77,13 @@ __all__ = [
     "SourceChanged",
     "SourceFile",
     "SourceSyntaxError",
+    "VerifyFailed",
     "analyse",
     "codegen",
     "compile_plugin",
     "default_codegen_dir",
     "export_wheelhouse",
     "plan_targets",
+    "verify_wheel",
     "watch_compile",
 ]

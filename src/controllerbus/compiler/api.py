@@ -25,6 +25,7 @@ from controllerbus.compiler.build import (
 )
 from controllerbus.compiler.errors import BuildFailed
 from controllerbus.compiler.graph import Graph, analyse
+from controllerbus.compiler.options import CompileOptions
 from controllerbus.compiler.overlay import WriteStats, load_templates, lock_overlay, write_overlay
 from controllerbus.compiler.plan import Plan, plan_plugin
 
@@ -60,6 +61,16 @@ class CodegenResult:
     graph: Graph
     stats: WriteStats
 
+    def to_json(self) -> dict[str, object]:
+        """A JSON-ready dict, as printed by ``cbus-compile codegen --json``."""
+        return {
+            "codegen_dir": str(self.codegen_dir),
+            **self.plan.to_json(),
+            **self.graph.to_json(),
+            "written": self.stats.written,
+            "removed": self.stats.removed,
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class CompileResult:
@@ -81,6 +92,7 @@ class CompileResult:
         codegen_dir: the overlay directory used (absolute).
         elapsed_ms: wall time of the whole compile.
         graph: the analysis the wheel was compiled from.
+        plan: the plan the wheel was built from.
     """
 
     wheel: Path
@@ -98,6 +110,7 @@ class CompileResult:
     codegen_dir: Path
     elapsed_ms: float
     graph: Graph = field(repr=False, compare=False)
+    plan: Plan = field(repr=False, compare=False)
 
     @property
     def watched_paths(self) -> tuple[Path, ...]:
@@ -114,14 +127,8 @@ class CompileResult:
         return {
             "wheel": str(self.wheel),
             "sha256": self.sha256,
-            "version": self.version,
-            "build_hash": self.build_hash,
-            "binary_id": self.binary_id,
-            "binary_version": self.binary_version,
-            "distribution": self.distribution,
-            "module": self.module,
-            "factories": list(self.factories),
-            "requires": list(self.requires),
+            **self.plan.to_json(),
+            **self.graph.to_json(),
             "rebuilt": self.rebuilt,
             "removed": [str(p) for p in self.removed],
             "codegen_dir": str(self.codegen_dir),
@@ -135,81 +142,56 @@ def default_codegen_dir(plan: Plan) -> Path:
 
 
 def plan_targets(
-    targets: Sequence[Path],
-    *,
-    binary_id: str | None = None,
-    binary_version: str | None = None,
-    build_prefix: str | None = None,
+    targets: Sequence[Path], options: CompileOptions | None = None
 ) -> tuple[Graph, Plan]:
     """Analyse ``targets`` and plan the plugin, touching nothing on disk.
+
+    Only the naming options (``binary_id``, ``binary_version``, ``build_prefix``)
+    of ``options`` matter here.
 
     Raises:
         CompileError: an analysis error or an invalid option (see :func:`analyse`
             and :func:`~controllerbus.compiler.plan.plan_plugin`).
     """
+    options = options or CompileOptions()
     graph = analyse(targets)
     return graph, plan_plugin(
         graph,
         hatchling_version=hatchling_version(),
         templates=load_templates(),
-        binary_id=binary_id,
-        binary_version=binary_version,
-        build_prefix=build_prefix,
+        binary_id=options.binary_id,
+        binary_version=options.binary_version,
+        build_prefix=options.build_prefix,
     )
 
 
-def codegen(
-    targets: Sequence[Path],
-    *,
-    codegen_dir: Path | None = None,
-    binary_id: str | None = None,
-    binary_version: str | None = None,
-    build_prefix: str | None = None,
-) -> CodegenResult:
+def codegen(targets: Sequence[Path], options: CompileOptions | None = None) -> CodegenResult:
     """Analyse ``targets`` and write the overlay project, without building.
 
     Args:
         targets: project directories.
-        codegen_dir: where the overlay goes; default :func:`default_codegen_dir`.
-        binary_id, binary_version, build_prefix: see :func:`compile_plugin`.
+        options: naming options and ``codegen_dir`` (default
+            :func:`default_codegen_dir`); the build options are not used.
 
     Raises:
         CompileError: analysis failed, an option is invalid, or a source changed
             while being copied.
     """
-    graph, the_plan = plan_targets(
-        targets, binary_id=binary_id, binary_version=binary_version, build_prefix=build_prefix
-    )
-    directory = (codegen_dir or default_codegen_dir(the_plan)).absolute()
+    options = options or CompileOptions()
+    graph, the_plan = plan_targets(targets, options)
+    directory = (options.codegen_dir or default_codegen_dir(the_plan)).absolute()
     with lock_overlay(directory):
         stats = write_overlay(the_plan, directory)
     return CodegenResult(directory, the_plan, graph, stats)
 
 
-def compile_plugin(
-    targets: Sequence[Path],
-    *,
-    output_dir: Path,
-    codegen_dir: Path | None = None,
-    binary_id: str | None = None,
-    binary_version: str | None = None,
-    build_prefix: str | None = None,
-    isolated: bool = False,
-    cleanup: bool = True,
-) -> CompileResult:
-    """Compile ``targets`` into one reproducible plugin wheel in ``output_dir``.
+def compile_plugin(targets: Sequence[Path], options: CompileOptions) -> CompileResult:
+    """Compile ``targets`` into one reproducible plugin wheel in ``options.output_dir``.
 
     Args:
         targets: project directories (each with a ``pyproject.toml``).
-        output_dir: where the wheel is written (created if missing).
-        codegen_dir: the overlay directory; default ``./.cbus-codegen/<distribution>``.
-        binary_id: ``BINARY_ID`` and entry point name; default: the target's name.
-        binary_version: ``BINARY_VERSION``; ``{buildHash}`` is replaced by the first
-            16 hex digits of the build hash; default ``cbus-hot-{buildHash}``.
-        build_prefix: import-name prefix of the generated module; default ``cbus_plugin_``.
-        isolated: build with ``python -m build`` in a fresh environment instead of
-            in-process hatchling (same bytes, about a second slower).
-        cleanup: remove older wheels of the same plugin from ``output_dir``.
+        options: where to write, how to name and how to build (see
+            :class:`~controllerbus.compiler.options.CompileOptions`).
 
     Raises:
         CompileError: analysis failed (the subclasses of
@@ -217,13 +199,11 @@ def compile_plugin(
             line), an option is invalid, or the build failed.
     """
     start = time.perf_counter()
-    graph, the_plan = plan_targets(
-        targets, binary_id=binary_id, binary_version=binary_version, build_prefix=build_prefix
-    )
-    output_dir = output_dir.absolute()
+    graph, the_plan = plan_targets(targets, options)
+    output_dir = options.output_dir.absolute()
     output_dir.mkdir(parents=True, exist_ok=True)
     wheel = output_dir / the_plan.wheel_name
-    directory = (codegen_dir or default_codegen_dir(the_plan)).absolute()
+    directory = (options.codegen_dir or default_codegen_dir(the_plan)).absolute()
     rebuilt = False
     if wheel.is_file():
         sha256 = file_sha256(wheel)
@@ -232,7 +212,7 @@ def compile_plugin(
         with lock_overlay(directory):
             write_overlay(the_plan, directory)
             with tempfile.TemporaryDirectory(dir=output_dir, prefix=BUILD_DIR_PREFIX) as tmp:
-                built = build_wheel(directory, Path(tmp), isolated=isolated)
+                built = build_wheel(directory, Path(tmp), isolated=options.isolated)
                 if built.name != the_plan.wheel_name:
                     raise BuildFailed(
                         directory, f"built {built.name}, expected {the_plan.wheel_name}"
@@ -240,7 +220,7 @@ def compile_plugin(
                 sha256 = publish_wheel(built, wheel)
         rebuilt = True
         logger.info("built %s (sha256 %s)", wheel, sha256)
-    removed = cleanup_wheels(output_dir, the_plan.module, wheel.name) if cleanup else []
+    removed = cleanup_wheels(output_dir, the_plan.module, wheel.name) if options.cleanup else []
     return CompileResult(
         wheel=wheel,
         sha256=sha256,
@@ -257,4 +237,5 @@ def compile_plugin(
         codegen_dir=directory,
         elapsed_ms=(time.perf_counter() - start) * 1000,
         graph=graph,
+        plan=the_plan,
     )

@@ -17,6 +17,7 @@ from controllerbus.errors import CompileError
 
 __all__ = [
     "AnalysisError",
+    "BinaryContent",
     "BuildFailed",
     "ConflictingPaths",
     "ConflictingRequirements",
@@ -29,6 +30,7 @@ __all__ = [
     "NoFactories",
     "SourceChanged",
     "SourceSyntaxError",
+    "VerifyFailed",
 ]
 
 
@@ -169,3 +171,25 @@ class BuildFailed(CompileError):
     def __str__(self) -> str:
         tail = f"\n{self.output.rstrip()}" if self.output.strip() else ""
         return f"{self.overlay / 'pyproject.toml'}: build failed: {self.reason}{tail}"
+
+
+class BinaryContent(AnalysisError):
+    """A first-party project has compiled or binary content; a pure wheel cannot carry it."""
+
+    title = "binary content"
+
+
+class VerifyFailed(CompileError):
+    """A wheel is not what its sources compile to (``cbus-compile verify``).
+
+    Attributes:
+        wheel: the wheel that was checked.
+        rebuilt: the wheel rebuilt from the sources (in a temporary directory, gone).
+        differences: what differs, one line each (names, members, bytes).
+    """
+
+    def __init__(self, wheel: Path, differences: Iterable[str]) -> None:
+        self.wheel = wheel
+        self.differences = tuple(differences)
+        lines = "".join(f"\n  {line}" for line in self.differences)
+        super().__init__(f"{wheel}: not reproducible from the given sources:{lines}")

@@ -20,21 +20,34 @@ of an unchanged tree does not parse again.
 from __future__ import annotations
 
 import ast
+import logging
 import threading
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from controllerbus.compiler.errors import InvalidProject, Issue, NoFactories
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from controllerbus.compiler.files import SourceFile
+    from controllerbus.compiler.project import Project
 
 __all__ = [
     "FACTORY_FUNCTION",
     "FactoryRef",
     "ParsedModule",
+    "find_factories",
     "module_name",
     "parse_module",
 ]
 
 FACTORY_FUNCTION = "new_factory"
+
+logger = logging.getLogger(__name__)
 
 _CACHE_SIZE = 8192
 _cache: OrderedDict[str, ParsedModule] = OrderedDict()
@@ -138,3 +151,76 @@ def module_name(dest: str) -> str | None:
     if not parts or not all(part.isidentifier() for part in parts):
         return None
     return ".".join(parts)
+
+
+def find_factories(
+    targets: Sequence[Project],
+    files: Sequence[SourceFile],
+    parsed: Mapping[str, ParsedModule],
+) -> tuple[FactoryRef, ...]:
+    modules: dict[str, SourceFile] = {}
+    for source in files:
+        name = module_name(source.dest)
+        if name is not None:
+            modules[name] = source
+    found: set[FactoryRef] = set()
+    issues: list[Issue] = []
+    empty: list[Project] = []
+    for target in targets:
+        refs: list[FactoryRef] = []
+        if target.factories is not None:
+            for entry in target.factories:
+                ref, reason = _explicit_factory(entry, modules, parsed)
+                if ref is None:
+                    issues.append(
+                        Issue(target.pyproject, target.line_of(entry), f"[tool.cbus] {reason}")
+                    )
+                else:
+                    refs.append(ref)
+        else:
+            for name, source in modules.items():
+                if source.project != target.name:
+                    continue
+                line = parsed[source.dest].functions.get(FACTORY_FUNCTION)
+                if line is not None:
+                    refs.append(FactoryRef(name, FACTORY_FUNCTION, source.path, line))
+        if not refs:
+            empty.append(target)
+        found.update(refs)
+    if issues:
+        raise InvalidProject(issues)
+    if not found:
+        raise NoFactories(
+            Issue(
+                target.pyproject,
+                None,
+                f"no factories in {', '.join(p.name for p in target.packages) or 'any package'}:"
+                f" define a module-level def {FACTORY_FUNCTION}(bus) or list them in"
+                ' [tool.cbus] factories = ["pkg.module:function"]',
+            )
+            for target in targets
+        )
+    for target in empty:
+        logger.warning("%s: target %s has no factories", target.pyproject, target.name)
+    return tuple(sorted(found))
+
+
+def _explicit_factory(
+    entry: str,
+    modules: Mapping[str, SourceFile],
+    parsed: Mapping[str, ParsedModule],
+) -> tuple[FactoryRef | None, str]:
+    module, sep, function = entry.partition(":")
+    if (
+        not sep
+        or not function.isidentifier()
+        or not all(part.isidentifier() for part in module.split("."))
+    ):
+        return None, f'factory {entry!r} is not of the form "package.module:function"'
+    source = modules.get(module)
+    if source is None:
+        return None, f"factory {entry!r}: module {module} is not in any vendored package"
+    line = parsed[source.dest].names.get(function)
+    if line is None:
+        return None, f"factory {entry!r}: {source.path} defines no top-level {function}"
+    return FactoryRef(module, function, source.path, line), ""

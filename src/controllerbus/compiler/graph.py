@@ -23,26 +23,22 @@ Resolution rules:
 * Everything else becomes ``Requires-Dist``, merged by
   :func:`~controllerbus.compiler.requirements.merge_requirements`.
 
-Vendored files: every regular file under each package directory (or the module
-file), skipping hidden files and directories, ``__pycache__`` and ``*.pyc``/``*.pyo``.
-Files are addressed by their path inside the wheel (``pkg/mod.py``), never by their
-absolute location, so moving the checkout does not change the plugin.
+Which files of each package are vendored is :mod:`~controllerbus.compiler.files`;
+factories are found by :func:`~controllerbus.compiler.factories.find_factories`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from packaging.requirements import Requirement
-from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import NormalizedName, canonicalize_name
-from packaging.version import Version
 
+from controllerbus.compiler.discovery import PackageSource
 from controllerbus.compiler.errors import (
     ConflictingPaths,
     ConflictingRequirements,
@@ -51,18 +47,15 @@ from controllerbus.compiler.errors import (
     InvalidProject,
     Issue,
     MissingPath,
-    NoFactories,
-    SourceSyntaxError,
 )
-from controllerbus.compiler.factories import (
-    FACTORY_FUNCTION,
-    FactoryRef,
-    ParsedModule,
-    module_name,
-    parse_module,
+from controllerbus.compiler.factories import FactoryRef, find_factories
+from controllerbus.compiler.files import SourceFile, list_files
+from controllerbus.compiler.project import PathSource, Project, load_project
+from controllerbus.compiler.requirements import (
+    Declared,
+    merge_requirements,
+    merge_requires_python,
 )
-from controllerbus.compiler.project import PackageSource, PathSource, Project, load_project
-from controllerbus.compiler.requirements import Declared, merge_requirements, satisfiable
 from controllerbus.plugin import HOST_PACKAGE
 
 __all__ = ["HOST_DISTRIBUTION", "MIN_REQUIRES_PYTHON", "Graph", "SourceFile", "analyse"]
@@ -74,33 +67,6 @@ HOST_DISTRIBUTION = canonicalize_name(HOST_PACKAGE)
 #: Every plugin needs at least the host's Python (and must exclude Python 2, or
 #: hatchling tags the wheel ``py2.py3``).
 MIN_REQUIRES_PYTHON = ">=3.11"
-
-_SKIP_SUFFIXES = frozenset({".pyc", ".pyo"})
-
-
-@dataclass(frozen=True, slots=True)
-class SourceFile:
-    """One file to vendor into the plugin.
-
-    Attributes:
-        dest: path inside the wheel (POSIX, relative), e.g. ``pkg/mod.py``. A string,
-            not a ``PurePosixPath``: analysis builds one per file on every compile,
-            and a no-op compile of a large plugin is mostly this loop.
-        source: the absolute source path as a string (read at codegen time; never
-            hashed); :attr:`path` is the same as a ``Path``.
-        digest: sha256 hex of the file's bytes.
-        project: the canonical name of the project that ships it.
-    """
-
-    dest: str
-    source: str
-    digest: str
-    project: NormalizedName
-
-    @property
-    def path(self) -> Path:
-        """The absolute source path."""
-        return Path(self.source)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +83,9 @@ class Graph:
         requires: merged ``Requires-Dist`` lines, sorted.
         requires_python: the merged ``Requires-Python`` of all projects.
         package_roots: every vendored package directory and module file.
+        extras: the targets' optional dependencies, carried into the wheel's metadata
+            (third-party only; a local project in an extra is refused).
+        dropped: what the projects declare that does not ship (development groups).
     """
 
     targets: tuple[Project, ...]
@@ -127,6 +96,21 @@ class Graph:
     requires: tuple[str, ...]
     requires_python: str
     package_roots: tuple[Path, ...] = ()
+    extras: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    dropped: tuple[str, ...] = ()
+
+    @property
+    def vendored(self) -> tuple[str, ...]:
+        """``name version (directory)`` of every vendored first-party project."""
+        return tuple(f"{p.name} {p.version or '(no version)'} ({p.root})" for p in self.projects)
+
+    def to_json(self) -> dict[str, object]:
+        """What the compile took in, for ``--json``: vendored, extras, dropped."""
+        return {
+            "vendored": list(self.vendored),
+            "extras": {name: list(reqs) for name, reqs in self.extras.items()},
+            "dropped": list(self.dropped),
+        }
 
     @property
     def watched_paths(self) -> tuple[Path, ...]:
@@ -192,10 +176,11 @@ def analyse(targets: Sequence[Path]) -> Graph:
 
     projects = walker.order
     packages = _check_packages(projects)
-    files, parsed = _list_files(packages)
-    factories = _find_factories(roots, files, parsed)
+    files, parsed = list_files(packages)
+    factories = find_factories(roots, files, parsed)
     requires = _merge(walker)
-    requires_python = _merge_requires_python(projects)
+    extras = _target_extras(walker, roots)
+    requires_python = merge_requires_python(projects, MIN_REQUIRES_PYTHON)
     return Graph(
         targets=tuple(roots),
         projects=tuple(projects),
@@ -208,7 +193,49 @@ def analyse(targets: Sequence[Path]) -> Graph:
         requires=requires,
         requires_python=requires_python,
         package_roots=tuple(sorted({package.path for package, _ in packages})),
+        extras=extras,
+        dropped=tuple(
+            f"{project.name}: {group} (development only)"
+            for project in projects
+            for group in project.dev_groups
+        ),
     )
+
+
+def _target_extras(walker: _Walker, targets: Sequence[Project]) -> dict[str, tuple[str, ...]]:
+    """The targets' extras as ``Requires-Dist`` lines by extra name.
+
+    Raises:
+        InvalidProject: an extra names a local project (it cannot be vendored only
+            when the extra is asked for).
+    """
+    extras: dict[str, set[str]] = {}
+    issues: list[Issue] = []
+    for target in targets:
+        base = {str(r) for r in target.requirements()}
+        for extra in sorted(target.optional):
+            for req in target.requirements(frozenset({extra})):
+                if str(req) in base:
+                    continue
+                name = canonicalize_name(req.name)
+                if name == HOST_DISTRIBUTION:
+                    extras.setdefault(extra, set()).add(str(_host_requirement(req)))
+                    continue
+                if name in walker.bindings or walker._source_for(target, req, name) is not None:
+                    issues.append(
+                        Issue(
+                            target.pyproject,
+                            target.line_of(extra),
+                            f"extra {extra!r} requires the local project {req.name}: a plugin"
+                            " wheel cannot vendor it for one extra only; move it to [project]"
+                            " dependencies, or remove it from the extra",
+                        )
+                    )
+                    continue
+                extras.setdefault(extra, set()).add(str(req))
+    if issues:
+        raise InvalidProject(issues)
+    return {extra: tuple(sorted(reqs)) for extra, reqs in sorted(extras.items())}
 
 
 class _Walker:
@@ -399,149 +426,6 @@ def _check_packages(projects: Sequence[Project]) -> list[tuple[PackageSource, Pr
     return result
 
 
-def _list_files(
-    packages: Sequence[tuple[PackageSource, Project]],
-) -> tuple[tuple[SourceFile, ...], dict[str, ParsedModule]]:
-    """Read every file to vendor once: digest it and, for ``.py`` files, parse it.
-
-    Raises:
-        DuplicatePackage: two namespace portions ship the same file.
-        SourceSyntaxError: one issue per ``.py`` file that does not parse.
-    """
-    owners: dict[str, SourceFile] = {}
-    parsed: dict[str, ParsedModule] = {}
-    clashes: list[Issue] = []
-    errors: list[Issue] = []
-    for package, project in packages:
-        root = str(package.path)
-        if package.kind == "module":
-            found: Iterable[tuple[str, str]] = [(root, package.path.name)]
-        else:
-            found = _walk(root, package.name)
-        for path_str, dest in found:
-            with open(path_str, "rb") as f:
-                data = f.read()
-            digest = hashlib.sha256(data).hexdigest()
-            other = owners.get(dest)
-            if other is not None:
-                clashes.append(
-                    Issue(
-                        Path(path_str),
-                        None,
-                        f"{dest} is also provided by {other.project} ({other.source})",
-                    )
-                )
-                continue
-            owners[dest] = SourceFile(dest, path_str, digest, project.name)
-            if dest.endswith(".py"):
-                result = parse_module(data, digest, path_str)
-                parsed[dest] = result
-                if result.error is not None:
-                    line, message = result.error
-                    errors.append(Issue(Path(path_str), line, f"syntax error: {message}"))
-    if clashes:
-        raise DuplicatePackage(clashes)
-    if errors:
-        raise SourceSyntaxError(errors)
-    files = tuple(sorted(owners.values(), key=lambda f: f.dest))
-    return files, parsed
-
-
-def _walk(root: str, prefix: str) -> Iterator[tuple[str, str]]:
-    """Yield ``(absolute path, path in the wheel)`` of every file to vendor under ``root``.
-
-    Plain strings and ``os.scandir`` (no ``pathlib``, no extra ``stat`` where the
-    directory entry's type suffices): this runs over every file on every compile.
-    Directory symlinks are not followed (no loops); file symlinks are, by content.
-    """
-    pending = [(root, prefix)]
-    while pending:
-        directory, dest_dir = pending.pop()
-        with os.scandir(directory) as entries:
-            for entry in entries:
-                name = entry.name
-                if name.startswith("."):
-                    continue
-                if entry.is_dir(follow_symlinks=False):
-                    if name != "__pycache__":
-                        pending.append((entry.path, f"{dest_dir}/{name}"))
-                elif entry.is_file() and os.path.splitext(name)[1] not in _SKIP_SUFFIXES:
-                    yield entry.path, f"{dest_dir}/{name}"
-
-
-def _find_factories(
-    targets: Sequence[Project],
-    files: Sequence[SourceFile],
-    parsed: Mapping[str, ParsedModule],
-) -> tuple[FactoryRef, ...]:
-    modules: dict[str, SourceFile] = {}
-    for source in files:
-        name = module_name(source.dest)
-        if name is not None:
-            modules[name] = source
-    found: set[FactoryRef] = set()
-    issues: list[Issue] = []
-    empty: list[Project] = []
-    for target in targets:
-        refs: list[FactoryRef] = []
-        if target.factories is not None:
-            for entry in target.factories:
-                ref, reason = _explicit_factory(entry, modules, parsed)
-                if ref is None:
-                    issues.append(
-                        Issue(target.pyproject, target.line_of(entry), f"[tool.cbus] {reason}")
-                    )
-                else:
-                    refs.append(ref)
-        else:
-            for name, source in modules.items():
-                if source.project != target.name:
-                    continue
-                line = parsed[source.dest].functions.get(FACTORY_FUNCTION)
-                if line is not None:
-                    refs.append(FactoryRef(name, FACTORY_FUNCTION, source.path, line))
-        if not refs:
-            empty.append(target)
-        found.update(refs)
-    if issues:
-        raise InvalidProject(issues)
-    if not found:
-        raise NoFactories(
-            Issue(
-                target.pyproject,
-                None,
-                f"no factories in {', '.join(p.name for p in target.packages) or 'any package'}:"
-                f" define a module-level def {FACTORY_FUNCTION}(bus) or list them in"
-                ' [tool.cbus] factories = ["pkg.module:function"]',
-            )
-            for target in targets
-        )
-    for target in empty:
-        logger.warning("%s: target %s has no factories", target.pyproject, target.name)
-    return tuple(sorted(found))
-
-
-def _explicit_factory(
-    entry: str,
-    modules: Mapping[str, SourceFile],
-    parsed: Mapping[str, ParsedModule],
-) -> tuple[FactoryRef | None, str]:
-    module, sep, function = entry.partition(":")
-    if (
-        not sep
-        or not function.isidentifier()
-        or not all(part.isidentifier() for part in module.split("."))
-    ):
-        return None, f'factory {entry!r} is not of the form "package.module:function"'
-    source = modules.get(module)
-    if source is None:
-        return None, f"factory {entry!r}: module {module} is not in any vendored package"
-    line = parsed[source.dest].names.get(function)
-    if line is None:
-        return None, f"factory {entry!r}: {source.path} defines no top-level {function}"
-    return FactoryRef(module, function, source.path, line), ""
-
-
 def _merge(walker: _Walker) -> tuple[str, ...]:
     declared = [Declared(Requirement(HOST_DISTRIBUTION))]
     issues: list[Issue] = []
@@ -568,45 +452,3 @@ def _merge(walker: _Walker) -> tuple[str, ...]:
     if issues:
         raise ConflictingRequirements(issues)
     return merge_requirements(declared)
-
-
-def _merge_requires_python(projects: Sequence[Project]) -> str:
-    merged = SpecifierSet(MIN_REQUIRES_PYTHON)
-    for project in projects:
-        if project.requires_python is None:
-            continue
-        try:
-            merged &= SpecifierSet(project.requires_python)
-        except InvalidSpecifier as exc:
-            raise InvalidProject(
-                [
-                    Issue(
-                        project.pyproject,
-                        project.line_of("requires-python"),
-                        f"invalid requires-python: {exc}",
-                    )
-                ]
-            ) from exc
-    if not satisfiable(merged):
-        raise ConflictingRequirements(
-            [
-                Issue(
-                    project.pyproject,
-                    project.line_of("requires-python"),
-                    f"requires-python {project.requires_python!r} leaves no Python in {merged}",
-                )
-                for project in projects
-                if project.requires_python is not None
-            ]
-        )
-    return str(_drop_dominated_lower_bounds(merged))
-
-
-def _drop_dominated_lower_bounds(specifier: SpecifierSet) -> SpecifierSet:
-    """``>=3.10,>=3.11`` -> ``>=3.11``: every library adds its own floor, keep the highest."""
-    floors = [s for s in specifier if s.operator == ">="]
-    if len(floors) < 2:
-        return specifier
-    highest = max(floors, key=lambda s: Version(s.version))
-    kept = [s for s in specifier if s.operator != ">=" or s is highest]
-    return SpecifierSet(",".join(str(s) for s in kept))

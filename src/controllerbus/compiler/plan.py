@@ -36,7 +36,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from packaging.version import Version
 
@@ -98,6 +99,7 @@ class Plan:
         targets: canonical names of the target projects (for the generated docstring).
         hatchling_version: pinned in the overlay's ``build-system.requires``.
         templates: the template texts to render.
+        extras: optional dependencies by extra name (``Provides-Extra``).
     """
 
     binary_id: str
@@ -113,6 +115,7 @@ class Plan:
     targets: tuple[str, ...]
     hatchling_version: str
     templates: Templates
+    extras: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def build_hash_short(self) -> str:
@@ -123,6 +126,21 @@ class Plan:
     def wheel_name(self) -> str:
         """The wheel file name hatchling produces for this plan."""
         return f"{self.module}-{self.version}-py3-none-any.whl"
+
+    def to_json(self) -> dict[str, object]:
+        """The plan's part of ``cbus-compile --json`` (``compile`` and ``codegen`` alike)."""
+        return {
+            "build_hash": self.build_hash,
+            "version": self.version,
+            "binary_id": self.binary_id,
+            "binary_version": self.binary_version,
+            "distribution": self.distribution,
+            "module": self.module,
+            "wheel_name": self.wheel_name,
+            "factories": [str(ref) for ref in self.factories],
+            "requires": list(self.requires),
+            "extras": {name: list(reqs) for name, reqs in self.extras.items()},
+        }
 
 
 def slugify(binary_id: str) -> str:
@@ -207,6 +225,7 @@ def plan_plugin(
         "module": module,
         "distribution": distribution,
         "requires": list(graph.requires),
+        "extras": {name: list(reqs) for name, reqs in graph.extras.items()},
         "requires_python": graph.requires_python,
         "factories": [str(ref) for ref in graph.factories],
         "files": [[f.dest, f.digest] for f in graph.files],
@@ -226,6 +245,7 @@ def plan_plugin(
         distribution=distribution,
         version=str(Version(f"{base}+cbus.{short}")),
         requires=graph.requires,
+        extras=graph.extras,
         requires_python=graph.requires_python,
         factories=graph.factories,
         files=graph.files,

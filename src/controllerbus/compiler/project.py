@@ -3,40 +3,52 @@
 Nothing here follows dependencies (that is :mod:`controllerbus.compiler.graph`); this
 module answers "what does this one project declare?" and "which files would it ship?".
 
-Where a local path for a dependency can come from (DESIGN.md, "Interfaces"):
+Where a local path for a dependency can come from (first match wins):
 
-* ``[tool.uv.sources] name = { path = "../lib" }``
+* ``[tool.cbus.replace] name = "../lib"`` (Go's ``replace``);
+* ``[tool.uv.sources]`` ``path``/``editable``/``workspace = true``, also inherited
+  from the uv workspace root (:mod:`~controllerbus.compiler.sources`);
+* poetry ``[tool.poetry.dependencies] name = { path = "../lib" }``;
 * a PEP 508 direct reference ``name @ file:../lib`` (relative to the project), also
-  with hatch's context fields ``{root:uri}`` / ``{root:parent:uri}``
-* ``[tool.cbus.replace] name = "../lib"`` (Go's ``replace``)
+  with hatch's ``{root:uri}`` / ``{root:parent:uri}`` and pdm's ``${PROJECT_ROOT}``.
 
-Which top-level packages a project ships (first match wins):
-
-1. ``[tool.cbus] packages = ["src/foo", "bar.py"]`` (paths relative to the project);
-2. ``[tool.hatch.build.targets.wheel] packages`` (same form);
-3. a ``src/`` directory: every package (with or without ``__init__.py``) and every
-   ``.py`` module directly inside it;
-4. flat layout: ``<name>/__init__.py`` or ``<name>.py`` where ``<name>`` is the project
-   name with ``-`` and ``.`` as ``_`` (hatchling's own heuristic).
+Metadata comes from ``[project]``, or for a poetry-1 project from ``[tool.poetry]``
+(:mod:`~controllerbus.compiler.poetry`); a dynamic version is resolved like the
+backend would (:mod:`~controllerbus.compiler.versions`). Which packages and files
+ship is the backend's rule (:mod:`~controllerbus.compiler.discovery`). A project
+with compiled code (``ext_modules``, ``build.py``, maturin, meson, scikit-build) is
+refused: a ``py3-none-any`` plugin wheel cannot carry it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import NormalizedName, canonicalize_name
 from packaging.version import InvalidVersion, Version
 
+from controllerbus.compiler.compiled import refuse_build_scripts
+from controllerbus.compiler.discovery import PackageSource, Selection, find_packages
 from controllerbus.compiler.errors import InvalidProject, Issue, MissingPath
+from controllerbus.compiler.files import vcs_ignored
+from controllerbus.compiler.poetry import poetry_project
+from controllerbus.compiler.sources import (
+    Workspace,
+    expand_project_root,
+    find_workspace,
+    poetry_path_sources,
+)
+from controllerbus.compiler.versions import VersionError, dynamic_version
 
 __all__ = [
     "PYPROJECT",
@@ -50,25 +62,8 @@ logger = logging.getLogger(__name__)
 
 PYPROJECT = "pyproject.toml"
 
-# Directory names under src/ that are never packages.
-_NOT_PACKAGES = re.compile(r"(__pycache__|.*\.(egg-info|dist-info|data))")
 _HATCH_ROOT_URI = re.compile(r"\{root((?::parent)*):uri\}")
 _TOML_LINE = re.compile(r"at line (\d+)")
-
-
-@dataclass(frozen=True, slots=True)
-class PackageSource:
-    """One top-level importable name a project ships.
-
-    Attributes:
-        name: the import name (``foo`` for ``src/foo/`` or ``foo.py``).
-        path: absolute path of the package directory or module file.
-        kind: ``package`` (has ``__init__.py``), ``namespace`` (PEP 420) or ``module``.
-    """
-
-    name: str
-    path: Path
-    kind: Literal["package", "namespace", "module"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +71,7 @@ class PathSource:
     """A local directory a project declares for one of its dependencies.
 
     Attributes:
-        path: absolute, lexically normalised; not yet checked to exist.
+        path: absolute, symlinks resolved (``os.path.realpath``); not yet checked to exist.
         origin: where it was declared, for messages (``[tool.uv.sources]`` ...).
         line: line of the declaration in the project's ``pyproject.toml``, if found.
     """
@@ -103,6 +98,9 @@ class Project:
             apply to the whole graph, like Go's main-module ``replace``).
         factories: ``[tool.cbus] factories`` entries (``"pkg.mod:func"``), or ``None``.
         packages: the top-level packages and modules the project ships.
+        selection: the backend's file rules (data files, excludes) for them.
+        ignored: ``True`` for absolute paths git ignores (``None``: no ignore rules).
+        dev_groups: development-only dependency tables (never shipped; reported).
     """
 
     root: Path
@@ -116,6 +114,9 @@ class Project:
     factories: tuple[str, ...] | None
     packages: tuple[PackageSource, ...]
     text: str = field(repr=False, compare=False)
+    selection: Selection = field(default=Selection(()), repr=False, compare=False)
+    ignored: Callable[[str], bool] | None = field(default=None, repr=False, compare=False)
+    dev_groups: tuple[str, ...] = ()
 
     @property
     def pyproject(self) -> Path:
@@ -180,17 +181,21 @@ def load_project(root: Path) -> Project:
     """Read ``root/pyproject.toml``.
 
     Args:
-        root: the project directory (made absolute here; symlinks are kept).
+        root: the project directory (made absolute with symlinks resolved, so a project
+            reached through a symlink and through its target is one project).
 
     Raises:
         MissingPath: ``root`` or its ``pyproject.toml`` does not exist.
-        InvalidProject: the file is not valid TOML or lacks a usable ``[project]``.
+        InvalidProject: the file is not valid TOML or lacks usable metadata.
+        BinaryContent: the project builds compiled code.
     """
     root = Path(_normpath(root))
     pyproject = root / PYPROJECT
     try:
         text = pyproject.read_text(encoding="utf-8")
     except FileNotFoundError:
+        if root.is_dir() and ((root / "setup.cfg").is_file() or (root / "setup.py").is_file()):
+            raise InvalidProject([_setup_only(root)]) from None
         what = "does not exist" if not root.exists() else f"has no {PYPROJECT}"
         raise MissingPath([Issue(root, None, f"project directory {what}")]) from None
     except (NotADirectoryError, IsADirectoryError):
@@ -206,6 +211,27 @@ def load_project(root: Path) -> Project:
     return _parse_project(root, text, data)
 
 
+def _setup_only(root: Path) -> Issue:
+    """The error for a project described only by ``setup.cfg``/``setup.py``, with the fix."""
+    import configparser
+
+    parser = configparser.ConfigParser(interpolation=None)
+    name, version = root.name, "0.1.0"
+    with contextlib.suppress(configparser.Error, OSError):
+        parser.read(root / "setup.cfg", encoding="utf-8")
+        name = parser.get("metadata", "name", fallback=name)
+        version = parser.get("metadata", "version", fallback=version)
+    where = "setup.cfg" if (root / "setup.cfg").is_file() else "setup.py"
+    return Issue(
+        root / where,
+        None,
+        f"this project is described only by {where}; cbus-compile reads pyproject.toml."
+        f' Add a pyproject.toml with:\n    [project]\n    name = "{name}"\n'
+        f'    version = "{version}"\n  (and its dependencies = [...]); setuptools keeps'
+        " building it as before",
+    )
+
+
 def _parse_project(root: Path, text: str, data: Mapping[str, Any]) -> Project:
     pyproject = root / PYPROJECT
     issues: list[Issue] = []
@@ -214,17 +240,40 @@ def _parse_project(root: Path, text: str, data: Mapping[str, Any]) -> Project:
         line = None if needle is None else _line_containing(text, needle)
         issues.append(Issue(pyproject, line, reason))
 
+    tool = data.get("tool", {})
+    tool = tool if isinstance(tool, dict) else {}
+    poetry = tool.get("poetry", {})
     project = data.get("project")
     if not isinstance(project, dict):
-        raise InvalidProject([Issue(pyproject, None, "no [project] table")])
+        if isinstance(poetry, dict) and "name" in poetry:
+            project = poetry_project(poetry)
+        elif (root / "setup.cfg").is_file() or (root / "setup.py").is_file():
+            raise InvalidProject([_setup_only(root)])
+        else:
+            raise InvalidProject(
+                [
+                    Issue(
+                        pyproject,
+                        None,
+                        f'no [project] table: add\n    [project]\n    name = "{root.name}"\n'
+                        '    version = "0.1.0"',
+                    )
+                ]
+            )
     raw_name = project.get("name")
     if not isinstance(raw_name, str) or not raw_name:
         raise InvalidProject([Issue(pyproject, None, "[project] has no name")])
     name = canonicalize_name(raw_name)
     dynamic = project.get("dynamic", [])
+    refuse_build_scripts(root, data)
 
     version: str | None = None
     raw_version = project.get("version")
+    if raw_version is None and "version" in dynamic:
+        try:
+            raw_version = dynamic_version(root, raw_name, data)
+        except VersionError as exc:
+            fail(f"dynamic version: {exc}", "dynamic")
     if raw_version is not None:
         try:
             version = str(Version(str(raw_version)))
@@ -253,7 +302,8 @@ def _parse_project(root: Path, text: str, data: Mapping[str, Any]) -> Project:
         reqs: list[Requirement] = []
         for spec in raw:
             try:
-                reqs.append(Requirement(_expand_root_uri(spec, root)))
+                expanded = expand_project_root(_expand_root_uri(spec, root), root)
+                reqs.append(Requirement(expanded))
             except InvalidRequirement as exc:
                 fail(f"invalid requirement {spec!r} in {where}: {exc}", spec)
         return tuple(reqs)
@@ -269,33 +319,27 @@ def _parse_project(root: Path, text: str, data: Mapping[str, Any]) -> Project:
     else:
         fail("[project.optional-dependencies] must be a table", "optional-dependencies")
 
-    tool = data.get("tool", {})
-    uv = tool.get("uv", {}) if isinstance(tool, dict) else {}
-    cbus = tool.get("cbus", {}) if isinstance(tool, dict) else {}
+    uv = tool.get("uv", {})
+    cbus = tool.get("cbus", {})
     if not isinstance(cbus, dict):
         fail("[tool.cbus] must be a table", "[tool.cbus")
         cbus = {}
 
     sources: dict[NormalizedName, PathSource] = {}
-    raw_sources = uv.get("sources", {}) if isinstance(uv, dict) else {}
-    for dep, source in raw_sources.items() if isinstance(raw_sources, dict) else ():
-        if isinstance(source, dict) and isinstance(source.get("path"), str):
-            sources[canonicalize_name(dep)] = PathSource(
-                Path(_normpath(root / source["path"])),
-                "[tool.uv.sources]",
-                _first_line(text, source["path"]),
-            )
-        elif isinstance(source, dict) and source.get("workspace"):
-            fail(
-                f"[tool.uv.sources] {dep}: workspace sources are not supported;"
-                ' use { path = "..." }',
-                dep,
-            )
-        elif isinstance(source, list):
-            fail(f"[tool.uv.sources] {dep}: conditional (list) sources are not supported", dep)
-        else:
-            # git/url/index sources: the requirement stays third-party (Requires-Dist).
-            logger.debug("%s: source of %s is not a path; kept as a requirement", pyproject, dep)
+    for dep, rel in poetry_path_sources(data).items():
+        sources[canonicalize_name(dep)] = PathSource(
+            Path(_normpath(root / rel)), "[tool.poetry.dependencies] path", _first_line(text, rel)
+        )
+    own = uv.get("sources", {}) if isinstance(uv, dict) else {}
+    own = own if isinstance(own, dict) else {}
+    workspace = find_workspace(root)
+    if workspace is not None:
+        # uv: the workspace root's sources apply to every member; a member's own win.
+        for dep, source in workspace.sources.items():
+            if dep not in own:
+                _uv_source(dep, source, workspace.root, workspace, workspace.text, sources, issues)
+    for dep, source in own.items():
+        _uv_source(dep, source, root, workspace, text, sources, issues)
 
     replace: dict[NormalizedName, PathSource] = {}
     raw_replace = cbus.get("replace", {})
@@ -310,6 +354,16 @@ def _parse_project(root: Path, text: str, data: Mapping[str, Any]) -> Project:
             Path(_normpath(root / target)), "[tool.cbus.replace]", _first_line(text, target)
         )
     sources.update(replace)
+    if workspace is not None:
+        for req in (*dependencies, *(r for reqs in optional.values() for r in reqs)):
+            dep = canonicalize_name(req.name)
+            if dep in workspace.members and dep not in sources and req.url is None:
+                fail(
+                    f"{req.name} is a member of the uv workspace at {workspace.root} but has no"
+                    f" source: add [tool.uv.sources] {req.name} = {{ workspace = true }}"
+                    " (here or in the workspace root)",
+                    req.name,
+                )
 
     factories: tuple[str, ...] | None = None
     raw_factories = cbus.get("factories")
@@ -319,9 +373,9 @@ def _parse_project(root: Path, text: str, data: Mapping[str, Any]) -> Project:
         else:
             fail('[tool.cbus] factories must be a list of "module:function" strings', "factories")
 
-    packages: tuple[PackageSource, ...] = ()
+    selection = Selection(())
     try:
-        packages = _find_packages(root, name, data)
+        selection = find_packages(root, name, data)
     except InvalidProject as exc:
         issues.extend(exc.issues)
 
@@ -337,86 +391,80 @@ def _parse_project(root: Path, text: str, data: Mapping[str, Any]) -> Project:
         sources=sources,
         replace=replace,
         factories=factories,
-        packages=packages,
+        packages=selection.packages,
         text=text,
+        selection=selection,
+        ignored=vcs_ignored(root, selection.packages),
+        dev_groups=_dev_groups(data),
     )
 
 
-def _find_packages(
-    root: Path, name: NormalizedName, data: Mapping[str, Any]
-) -> tuple[PackageSource, ...]:
-    pyproject = root / PYPROJECT
+def _dev_groups(data: Mapping[str, Any]) -> tuple[str, ...]:
+    """Names of the development-only dependency tables a project declares."""
     tool = data.get("tool", {})
-    explicit: object = tool.get("cbus", {}).get("packages")
-    where = "[tool.cbus] packages"
-    if explicit is None:
-        wheel = tool.get("hatch", {}).get("build", {}).get("targets", {}).get("wheel", {})
-        explicit = wheel.get("packages") if isinstance(wheel, dict) else None
-        where = "[tool.hatch.build.targets.wheel] packages"
-    if explicit is not None:
-        if not isinstance(explicit, list) or not all(isinstance(p, str) for p in explicit):
-            raise InvalidProject([Issue(pyproject, None, f"{where} must be a list of paths")])
-        return _explicit_packages(root, explicit, where)
-
-    src = root / "src"
-    if src.is_dir():
-        found = [
-            source
-            for child in sorted(src.iterdir(), key=lambda p: p.name)
-            if (source := _package_at(child)) is not None
-        ]
-        if found:
-            return tuple(found)
-
-    flat = name.replace("-", "_").replace(".", "_")
-    if (root / flat / "__init__.py").is_file():
-        return (PackageSource(flat, root / flat, "package"),)
-    if (root / f"{flat}.py").is_file():
-        return (PackageSource(flat, root / f"{flat}.py", "module"),)
-    raise InvalidProject(
-        [
-            Issue(
-                pyproject,
-                None,
-                f"cannot find the packages to vendor (looked for src/*, {flat}/__init__.py"
-                f' and {flat}.py); list them in [tool.cbus] packages = ["path/to/pkg"]',
-            )
-        ]
-    )
-
-
-def _explicit_packages(root: Path, paths: Sequence[str], where: str) -> tuple[PackageSource, ...]:
-    found: list[PackageSource] = []
-    issues: list[Issue] = []
-    for raw in paths:
-        path = Path(_normpath(root / raw))
-        source = _package_at(path)
-        if source is None:
-            reason = "does not exist" if not path.exists() else "is not a package or .py module"
-            issues.append(Issue(root / PYPROJECT, None, f"{where}: {raw!r} {reason}"))
-        else:
-            found.append(source)
-    if issues:
-        raise InvalidProject(issues)
+    found = [f"[dependency-groups] {g}" for g in data.get("dependency-groups", {})]
+    poetry = tool.get("poetry", {}) if isinstance(tool, dict) else {}
+    found += [f"[tool.poetry.group.{g}]" for g in poetry.get("group", {})]
+    if "dev-dependencies" in poetry:
+        found.append("[tool.poetry.dev-dependencies]")
+    for name in ("pdm", "uv"):
+        table = tool.get(name, {}) if isinstance(tool, dict) else {}
+        if isinstance(table, dict) and "dev-dependencies" in table:
+            found.append(f"[tool.{name}] dev-dependencies")
     return tuple(found)
 
 
-def _package_at(path: Path) -> PackageSource | None:
-    name = path.name
-    if name.startswith(".") or _NOT_PACKAGES.fullmatch(name):
-        return None
-    if path.is_dir():
-        if not name.isidentifier():
-            return None
-        if (path / "__init__.py").is_file():
-            return PackageSource(name, path, "package")
-        # A PEP 420 namespace package: a directory holding Python code somewhere.
-        if any(p.suffix == ".py" for p in path.rglob("*.py")):
-            return PackageSource(name, path, "namespace")
-        return None
-    if path.suffix == ".py" and path.is_file() and path.stem.isidentifier():
-        return PackageSource(path.stem, path, "module")
-    return None
+def _uv_source(
+    dep: str,
+    source: object,
+    base: Path,
+    workspace: Workspace | None,
+    text: str,
+    sources: dict[NormalizedName, PathSource],
+    issues: list[Issue],
+) -> None:
+    """Bind one ``[tool.uv.sources]`` entry declared in ``base/pyproject.toml``."""
+    pyproject = base / PYPROJECT
+    name = canonicalize_name(dep)
+    if isinstance(source, dict) and isinstance(source.get("path"), str):
+        sources[name] = PathSource(
+            Path(_normpath(base / source["path"])),
+            "[tool.uv.sources]",
+            _first_line(text, source["path"]),
+        )
+    elif isinstance(source, dict) and source.get("workspace"):
+        member = workspace.members.get(name) if workspace is not None else None
+        if member is None:
+            fix = (
+                f"{dep} is not a member of the uv workspace at {workspace.root}: add its"
+                " directory to [tool.uv.workspace] members there"
+                if workspace is not None
+                else f"{base} is in no uv workspace: add [tool.uv.workspace] members = [...]"
+                ' to the workspace root\'s pyproject.toml, or use { path = "..." }'
+            )
+            issues.append(
+                Issue(
+                    pyproject,
+                    _line_containing(text, dep),
+                    f"[tool.uv.sources] {dep} = {{ workspace = true }}, but {fix}",
+                )
+            )
+            return
+        sources[name] = PathSource(
+            member, "[tool.uv.sources] workspace", _line_containing(text, dep)
+        )
+    elif isinstance(source, list):
+        issues.append(
+            Issue(
+                pyproject,
+                _line_containing(text, dep),
+                f"[tool.uv.sources] {dep}: conditional (list) sources are not supported;"
+                ' use one { path = "..." }',
+            )
+        )
+    else:
+        # git/url/index sources: the requirement stays third-party (Requires-Dist).
+        logger.debug("%s: source of %s is not a path; kept as a requirement", pyproject, dep)
 
 
 def _expand_root_uri(spec: str, root: Path) -> str:

@@ -22,16 +22,20 @@ would be reported as conflicting, and the message shows the merged set to check.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from packaging.requirements import Requirement
-from packaging.specifiers import SpecifierSet
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import NormalizedName, canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from controllerbus.compiler.errors import ConflictingRequirements, Issue
+from controllerbus.compiler.errors import ConflictingRequirements, InvalidProject, Issue
+
+if TYPE_CHECKING:
+    from controllerbus.compiler.project import Project
 
 __all__ = ["Declared", "merge_requirements", "satisfiable"]
 
@@ -142,3 +146,51 @@ def satisfiable(specifier: SpecifierSet) -> bool:
         epoch = f"{version.epoch}!" if version.epoch else ""
         candidates.update(Version(epoch + ".".join(map(str, n))) for n in neighbours)
     return any(specifier.contains(candidate, prereleases=True) for candidate in candidates)
+
+
+def merge_requires_python(projects: Sequence[Project], floor: str) -> str:
+    """``floor`` intersected with every project's ``requires-python``, highest floor kept.
+
+    Raises:
+        InvalidProject: a ``requires-python`` does not parse.
+        ConflictingRequirements: no Python version satisfies them all.
+    """
+    merged = SpecifierSet(floor)
+    for project in projects:
+        if project.requires_python is None:
+            continue
+        try:
+            merged &= SpecifierSet(project.requires_python)
+        except InvalidSpecifier as exc:
+            raise InvalidProject(
+                [
+                    Issue(
+                        project.pyproject,
+                        project.line_of("requires-python"),
+                        f"invalid requires-python: {exc}",
+                    )
+                ]
+            ) from exc
+    if not satisfiable(merged):
+        raise ConflictingRequirements(
+            [
+                Issue(
+                    project.pyproject,
+                    project.line_of("requires-python"),
+                    f"requires-python {project.requires_python!r} leaves no Python in {merged}",
+                )
+                for project in projects
+                if project.requires_python is not None
+            ]
+        )
+    return str(_drop_dominated_lower_bounds(merged))
+
+
+def _drop_dominated_lower_bounds(specifier: SpecifierSet) -> SpecifierSet:
+    """``>=3.10,>=3.11`` -> ``>=3.11``: every library adds its own floor, keep the highest."""
+    floors = [s for s in specifier if s.operator == ">="]
+    if len(floors) < 2:
+        return specifier
+    highest = max(floors, key=lambda s: Version(s.version))
+    kept = [s for s in specifier if s.operator != ">=" or s is highest]
+    return SpecifierSet(",".join(str(s) for s in kept))

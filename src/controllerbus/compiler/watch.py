@@ -12,21 +12,29 @@ Go's watcher waits 1 s of quiet, watchfiles' default groups for up to 1.6 s.
 No change is lost between compiles: the watcher is started *before* each compile,
 so anything saved while a compile runs is queued and triggers the next one.
 
-Uses :class:`watchfiles._rust_notify.RustNotify` directly (the seam watchfiles' own
-``watch()`` wraps, and the one its tests fake): the public generator only starts
-watching on its first ``next()``, after which a compile would block it.
+Uses the package's one watcher, :class:`controllerbus._watch.Watcher` (watchfiles'
+public ``watch``): its first batch says the watch is set up, and the compile runs
+only then; while it runs, the notifier keeps collecting changes for the next batch.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
-from controllerbus.compiler.api import CompileResult, compile_plugin
+from controllerbus.compiler.api import CODEGEN_ROOT, CompileResult, compile_plugin
 from controllerbus.compiler.graph import analyse
+from controllerbus.compiler.options import CompileOptions
 from controllerbus.errors import CompileError
+
+if TYPE_CHECKING:
+    from watchfiles import Change
+
+    from controllerbus._watch import Batch
 
 __all__ = ["DEBOUNCE_MS", "STEP_MS", "watch_compile"]
 
@@ -38,17 +46,11 @@ STEP_MS = 50
 
 def watch_compile(
     targets: Sequence[Path],
+    options: CompileOptions,
     *,
-    output_dir: Path,
     on_result: Callable[[CompileResult], object],
     on_error: Callable[[CompileError], object],
     stop_event: threading.Event | None = None,
-    codegen_dir: Path | None = None,
-    binary_id: str | None = None,
-    binary_version: str | None = None,
-    build_prefix: str | None = None,
-    isolated: bool = False,
-    cleanup: bool = True,
     debounce_ms: int = DEBOUNCE_MS,
     step_ms: int = STEP_MS,
 ) -> None:
@@ -58,8 +60,7 @@ def watch_compile(
     Returns when ``stop_event`` is set.
 
     Args:
-        targets, output_dir, codegen_dir, binary_id, binary_version, build_prefix,
-            isolated, cleanup: as for :func:`~controllerbus.compiler.compile_plugin`.
+        targets, options: as for :func:`~controllerbus.compiler.compile_plugin`.
         on_result: called with each successful result (also no-op ones).
         on_error: called with each compile error.
         stop_event: set it (from another thread) to stop watching.
@@ -71,29 +72,34 @@ def watch_compile(
         OSError: a watch cannot be set up (e.g. the inotify watch limit is reached);
             reported, never silently ignored.
     """
-    from watchfiles import Change, DefaultFilter
-    from watchfiles._rust_notify import RustNotify
+    from controllerbus._watch import Watcher, WatchSet
 
-    ignore = DefaultFilter()
+    exclude = (options.output_dir.absolute(), (options.codegen_dir or CODEGEN_ROOT).absolute())
+
+    def keep(_change: Change, path: str) -> bool:
+        return not any(Path(path).is_relative_to(e) for e in exclude)
+
     roots = _initial_roots(targets)
     last_hash: str | None = None
     rearmed = False
     while True:
-        existing = sorted({str(r) for r in roots if r.exists()})
+        existing = [r for r in roots if r.exists()]
         logger.info("watching %d paths", len(existing))
-        with RustNotify(existing, False, False, 50, True, False) as notifier:
+        watchset = WatchSet.of(
+            trees=[r for r in existing if r.is_dir()],
+            files=[r for r in existing if not r.is_dir()],
+        )
+        watcher = Watcher(
+            watchset, accept=keep, debounce_ms=debounce_ms, step_ms=step_ms, stop=stop_event
+        )
+        # Watcher.__iter__ is a generator: closing it ends the watch at once.
+        batches = cast("Generator[Batch, None, None]", iter(watcher))
+        with contextlib.closing(batches):
+            if next(batches, None) is None:
+                return  # stopped before the watch was set up
             new_roots = roots
             try:
-                result = compile_plugin(
-                    targets,
-                    output_dir=output_dir,
-                    codegen_dir=codegen_dir,
-                    binary_id=binary_id,
-                    binary_version=binary_version,
-                    build_prefix=build_prefix,
-                    isolated=isolated,
-                    cleanup=cleanup,
-                )
+                result = compile_plugin(targets, options)
             except CompileError as exc:
                 on_error(exc)
             else:
@@ -109,25 +115,13 @@ def watch_compile(
                 # nothing saved while re-arming is missed.
                 roots, rearmed = new_roots, True
                 continue
-            exclude = [Path(p) for p in (output_dir.absolute(), _codegen_root(codegen_dir))]
-            while True:
-                raw = notifier.watch(debounce_ms, step_ms, 0, stop_event)
-                if raw == "stop":
-                    return
-                if raw == "signal":
-                    raise KeyboardInterrupt
-                if raw == "timeout":
-                    continue
-                changed = sorted(
-                    path
-                    for change, path in raw
-                    if ignore(Change(change), path)
-                    and not any(Path(path).is_relative_to(e) for e in exclude)
-                )
-                if changed:
-                    if logger.isEnabledFor(logging.INFO):
-                        logger.info("%d changed: %s", len(changed), ", ".join(changed[:5]))
-                    break
+            for batch in batches:
+                if logger.isEnabledFor(logging.INFO):
+                    shown = ", ".join(batch.paths[:5])
+                    logger.info("%d changed: %s", len(batch.paths), shown)
+                break
+            else:
+                return  # the stop event was set
 
 
 def _initial_roots(targets: Sequence[Path]) -> tuple[Path, ...]:
@@ -137,9 +131,3 @@ def _initial_roots(targets: Sequence[Path]) -> tuple[Path, ...]:
         # No graph yet (the first compile will report why): watch the target
         # directories whole until a compile succeeds and narrows the set.
         return tuple(Path(t).absolute() for t in targets)
-
-
-def _codegen_root(codegen_dir: Path | None) -> Path:
-    from controllerbus.compiler.api import CODEGEN_ROOT
-
-    return (codegen_dir or CODEGEN_ROOT).absolute()
