@@ -312,10 +312,11 @@ def bench_plugin(
     for phase in PHASES:
         rows.append(_row(f"{label}:   phase {phase}", run.phases[phase]))
     if baselines:
-        from controllerbus.compiler import compile_plugin
+        from controllerbus.compiler import CompileOptions, compile_plugin
 
         compiled = compile_plugin(
-            [projects.target], output_dir=work / "floor-out", codegen_dir=work / "floor-cg"
+            [projects.target],
+            CompileOptions(output_dir=work / "floor-out", codegen_dir=work / "floor-cg"),
         )
         rows.append(
             _row(

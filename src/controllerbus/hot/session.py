@@ -289,11 +289,10 @@ class HotReloader:
 
 def _compile(target: HotTarget, out: Path) -> CompileResult:
     """The one call into the compiler (in-process hatchling; run on a thread)."""
-    from controllerbus.compiler import compile_plugin
+    from controllerbus.compiler import CompileOptions, compile_plugin
 
-    return compile_plugin(
-        list(target.paths), output_dir=out / "wheels", codegen_dir=out / "codegen"
-    )
+    options = CompileOptions(output_dir=out / "wheels", codegen_dir=out / "codegen")
+    return compile_plugin(list(target.paths), options)
 
 
 def _relevant(path: str) -> bool:
