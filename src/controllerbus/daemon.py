@@ -22,7 +22,7 @@ import logging
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from controllerbus._fs import write_atomic
 from controllerbus.bus.bus import Bus
@@ -76,6 +76,8 @@ class DaemonOptions:
         trial_limits: deadline and resource limits of every plugin's trial import.
         insecure_permissions: trust plugins/state directories and wheels that others
             could write (:mod:`~controllerbus.loader.permissions`).
+        isolation: where plugins run unless their metadata says otherwise:
+            ``inprocess`` (default) or ``process`` (see docs/ipc.md).
         hot: plugin projects to compile, watch and hot-reload (one wheel each).
         on_reload: called with every hot build (the demo prints them).
     """
@@ -87,6 +89,7 @@ class DaemonOptions:
     watch: bool = True
     trial_limits: TrialLimits = DEFAULT_LIMITS
     insecure_permissions: bool = False
+    isolation: Literal["inprocess", "process"] = "inprocess"
     hot: tuple[HotTarget, ...] = ()
     on_reload: Callable[[ReloadEvent], object] | None = None
 
@@ -141,6 +144,7 @@ async def daemon_session(
                 on_change=applier.refresh,
                 limits=options.trial_limits,
                 insecure_permissions=options.insecure_permissions,
+                isolation=options.isolation,
                 handoff=handoff,
             )
             stack.push_async_callback(host.aclose)

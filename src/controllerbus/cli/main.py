@@ -7,7 +7,7 @@ import logging
 import signal
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import click
 
@@ -130,6 +130,17 @@ def cli(verbose: int) -> None:
     help="Trust a plugins directory, state directory or wheel that another user, the "
     "group or everyone can write (by default refused, like ssh's StrictModes).",
 )
+@click.option(
+    "--isolation",
+    type=click.Choice(["inprocess", "process"]),
+    default="inprocess",
+    show_default=True,
+    envvar="CBUS_ISOLATION",
+    show_envvar=True,
+    help="Run plugins in the daemon's interpreter, or each in a child process of its "
+    "own generation (own dependency versions; a crash restarts only that plugin). "
+    "A plugin's metadata may choose for itself. See docs/ipc.md.",
+)
 def daemon(
     config_path: Path | None,
     write_config: bool,
@@ -143,6 +154,7 @@ def daemon(
     trial_files: int,
     trial_cpu: int,
     insecure_permissions: bool,
+    isolation: Literal["inprocess", "process"],
 ) -> None:
     """Run the controllers of a config set until SIGINT or SIGTERM.
 
@@ -185,6 +197,7 @@ def daemon(
                 open_files=trial_files,
             ),
             insecure_permissions=insecure_permissions,
+            isolation=isolation,
             hot=tuple(HotTarget.parse(spec) for spec in hot_specs),
         )
         code = run_daemon_process(
@@ -342,6 +355,9 @@ def format_manifest(records: Sequence[ManifestRecord]) -> str:
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(header, widths, strict=True)).rstrip()]
     for record, row in zip(records, rows, strict=True):
         lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        if record.isolation == "process":
+            exit_text = f", last exit: {record.last_exit}" if record.last_exit else ""
+            lines.append(f"    process: pid {record.pid}, restarts {record.restarts}{exit_text}")
         if record.error:
             label = "rejected" if record.status == "rejected" else "error"
             lines.append(f"    {label}: " + record.error.replace("\n", "\n    "))

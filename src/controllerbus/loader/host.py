@@ -36,11 +36,19 @@ import dataclasses
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
+from controllerbus.ipc.host import ProcessPlugin, ProcessPluginError
+from controllerbus.ipc.loading import (
+    Isolation,
+    ProcessActive,
+    declared_isolation,
+    process_plugin_for,
+    resolve_isolation,
+)
 from controllerbus.loader.activation import (
     ActivePlugin,
     DetachedPlugin,
@@ -167,6 +175,12 @@ class PluginHost:
 
     Raises:
         InsecurePath: the state directory is not trusted (see ``insecure_permissions``).
+        isolation: where plugins run by default: ``"inprocess"`` or ``"process"``
+            (a child process of the generation's interpreter, see docs/ipc.md). A
+            plugin's metadata may choose for itself; ``isolation_overrides``
+            (binary id → isolation) overrides both.
+        process_options: extra :class:`~controllerbus.ipc.host.ProcessPlugin`
+            arguments (heartbeats, backoff) for process plugins.
     """
 
     def __init__(
@@ -179,12 +193,18 @@ class PluginHost:
         on_change: Callable[[], Awaitable[None]] | None = None,
         limits: TrialLimits = DEFAULT_LIMITS,
         insecure_permissions: bool = False,
+        isolation: Isolation = "inprocess",
+        isolation_overrides: Mapping[str, Isolation] | None = None,
+        process_options: Mapping[str, Any] | None = None,
         handoff: StateHandoff | None = None,
     ) -> None:
         self._strict = not insecure_permissions
         if self._strict:
             check_directory(state.path, "state directory")
         self._bus = bus
+        self._isolation: Isolation = isolation
+        self._isolation_overrides = dict(isolation_overrides or {})
+        self._process_options = dict(process_options or {})
         self._handoff = handoff
         self._on_change = on_change
         self._state = state
@@ -195,7 +215,7 @@ class PluginHost:
         # What existed before each active generation was imported (for the residue check).
         self._baselines: dict[str, Baseline] = {}
         self._stop_timeout = stop_timeout
-        self._active: dict[str, ActivePlugin] = {}
+        self._active: dict[str, ActivePlugin | ProcessActive] = {}
         self._lock = asyncio.Lock()
         self._recorded = asyncio.Event()
         self.unload_reports: deque[UnloadReport] = deque(maxlen=32)
@@ -300,10 +320,14 @@ class PluginHost:
                     f"{verified.sha256[:12]} (last at {crash.last})",
                     self._state.path,
                 )
-            self._check_host(verified, key, old_generation)
+            isolation = self._isolation_of(key, verified)
+            if isolation == "inprocess":  # a process plugin may conflict with the host
+                self._check_host(verified, key, old_generation)
             plan = plan_install(self._state.path, verified, defer_finish=True)
             generation = await asyncio.to_thread(apply_install, plan)
             phases.mark("install")
+            if isolation == "process":  # the new child's start is its trial
+                return await self._load_process(verified, generation, key, ep_value, started)
             await self._trial(generation, key, ep_value, suspect=crash is not None)
             phases.mark("trial")
         except LoaderError as exc:
@@ -384,7 +408,7 @@ class PluginHost:
             binary_id,
             active.binary_version,
             active.generation.id,
-            tuple(active.resolver.config_ids()),
+            tuple(_config_ids(active)),
             0.0,
             reused=True,
             unchanged=True,
@@ -400,6 +424,77 @@ class PluginHost:
             generation_path=old.path if old is not None else None,
             importable_shadows=True,
         )
+
+    def _isolation_of(self, binary_id: str, verified: VerifiedWheel) -> Isolation:
+        try:
+            declared = declared_isolation(verified, binary_id)
+        except ValueError as exc:
+            raise LoaderError(f"plugin {binary_id}: {exc}") from None
+        return resolve_isolation(
+            binary_id, declared, default=self._isolation, overrides=self._isolation_overrides
+        )
+
+    async def _load_process(
+        self,
+        verified: VerifiedWheel,
+        generation: Generation,
+        key: str,
+        ep_value: str,
+        started: float,
+    ) -> LoadResult:
+        """Start the new child; only once it is ready stop the old generation.
+
+        The child's start is the reload's trial: a plugin that cannot import never
+        gets that far, and the old generation (in-process or child) keeps serving.
+        """
+        plugin = process_plugin_for(self._bus, generation, key, ep_value, **self._process_options)
+        try:
+            await plugin.prepare()
+        except ProcessPluginError as exc:
+            raise PluginPrepareError(key, generation.wheel.path, str(exc)) from None
+        detached = await self._deactivate(key) if key in self._active else None
+        plugin.begin()
+        self._active[key] = ProcessActive(key, generation, plugin)
+        plugin.on_change = lambda p: self._book.process_changed(key, p.status.as_dict())
+        await self._changed()
+        replaced = await self._confirm(detached) if detached is not None else None
+        load_ms = (time.perf_counter() - started) * 1000
+        config_ids = sorted(f.config_id for f in plugin.factories)
+        self._book.loaded(
+            verified,
+            binary_id=key,
+            binary_version=plugin.binary_version,
+            wheel=verified.path,
+            generation=generation.id,
+            factories=config_ids,
+            load_ms=load_ms,
+            leaks=replaced.survivors if replaced is not None else (),
+            process=plugin.status.as_dict(),
+        )
+        self._gc()
+        logger.info(
+            "plugin %s %s active in process %s (generation %s, %.1f ms)",
+            key,
+            plugin.binary_version,
+            plugin.status.pid,
+            generation.id[:12],
+            load_ms,
+            extra={"plugin": key, "generation": generation.id},
+        )
+        return LoadResult(
+            key,
+            plugin.binary_version,
+            generation.id,
+            tuple(config_ids),
+            load_ms,
+            reused=generation.reused,
+            replaced=replaced,
+        )
+
+    def process_plugin(self, binary_id: str) -> ProcessPlugin | None:
+        """The running process plugin of ``binary_id`` (``None`` if in-process or absent)."""
+        active = self._active.get(binary_id)
+        return active.plugin if isinstance(active, ProcessActive) else None
 
     async def _trial(
         self, generation: Generation, binary_id: str, ep_value: str, *, suspect: bool
@@ -426,7 +521,7 @@ class PluginHost:
         self,
         key: str,
         old: Generation | None,
-        detached: DetachedPlugin | None,
+        detached: DetachedPlugin | UnloadReport | None,
         exc: LoaderError,
         verified: VerifiedWheel,
     ) -> NoReturn:
@@ -539,14 +634,23 @@ class PluginHost:
         except Exception:
             logger.exception("the on_change hook of the plugin host failed")
 
-    async def _deactivate(self, binary_id: str, *, capture: bool = False) -> DetachedPlugin:
+    async def _deactivate(
+        self, binary_id: str, *, capture: bool = False
+    ) -> DetachedPlugin | UnloadReport:
+        if isinstance(self._active.get(binary_id), ProcessActive):
+            return await _stop_process_plugin(self._active.pop(binary_id))  # type: ignore[arg-type]
         # The popped plugin goes straight into deactivate(): no reference stays here.
         if capture and self._handoff is not None:
             # A reload: snapshot the controllers' state just before they stop.
-            self._handoff.capture(binary_id, self._active[binary_id].resolver.factories())
+            active = self._active[binary_id]
+            if isinstance(active, ActivePlugin):
+                self._handoff.capture(binary_id, active.resolver.factories())
+            del active
         try:
             return await deactivate(
-                self._bus, self._active.pop(binary_id), stop_timeout=self._stop_timeout
+                self._bus,
+                self._active.pop(binary_id),  # type: ignore[arg-type]
+                stop_timeout=self._stop_timeout,
             )
         except BaseException:
             if self._book.interrupted(binary_id) is not None:
@@ -555,7 +659,10 @@ class PluginHost:
                 )
             raise
 
-    async def _confirm(self, detached: DetachedPlugin) -> UnloadReport:
+    async def _confirm(self, detached: DetachedPlugin | UnloadReport) -> UnloadReport:
+        if isinstance(detached, UnloadReport):  # a process plugin: its process has exited
+            self.unload_reports.append(detached)
+            return detached
         report = await confirm_unload(detached)
         residue = self._residue(detached)
         if residue:
@@ -627,3 +734,24 @@ class PluginHost:
             logger.debug(
                 "removed %d old generation(s): %s", len(removed), ", ".join(r[:12] for r in removed)
             )
+
+
+def _config_ids(active: ActivePlugin | ProcessActive) -> list[str]:
+    if isinstance(active, ProcessActive):
+        return active.config_ids()
+    return active.resolver.config_ids()
+
+
+async def _stop_process_plugin(active: ProcessActive) -> UnloadReport:
+    """Unload a process plugin: its child exits, so nothing of it can survive here."""
+    started = time.perf_counter()
+    await active.plugin.stop()
+    return UnloadReport(
+        active.binary_id,
+        active.generation.id,
+        (),
+        (),
+        (),
+        0,
+        (time.perf_counter() - started) * 1000,
+    )

@@ -27,10 +27,10 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
@@ -111,6 +111,10 @@ class ManifestRecord(BaseModel):
         load_ms: how long verify + install + activate took.
         unloaded_at: when it was unloaded, UTC.
         leaks: descriptions of objects that survived the unload.
+        isolation: ``inprocess`` or ``process`` (a child process, see docs/ipc.md).
+        pid: the child's process id while a process plugin serves, else ``None``.
+        restarts: how often the child was restarted after a crash or hang.
+        last_exit: why the child last ended (exit status, missed heartbeats, ...).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -132,6 +136,10 @@ class ManifestRecord(BaseModel):
     load_ms: float = 0.0
     unloaded_at: AwareDatetime | None = None
     leaks: list[str] = Field(default_factory=list)
+    isolation: Literal["inprocess", "process"] = "inprocess"
+    pid: int | None = None
+    restarts: int = 0
+    last_exit: str | None = None
 
 
 class Manifest(BaseModel):
@@ -283,6 +291,7 @@ class ManifestBook:
         factories: Sequence[str],
         load_ms: float,
         leaks: Sequence[str] = (),
+        process: Mapping[str, Any] | None = None,
     ) -> ManifestRecord:
         """Record generation ``generation`` of ``binary_id`` as ``active`` (error cleared)."""
         from controllerbus.loader.records import with_success
@@ -299,8 +308,15 @@ class ManifestBook:
             loaded_at=utc_now(),
             load_ms=round(load_ms, 3),
             leaks=list(leaks),
+            **_process_fields(process),
         )
         return self._commit(with_success(self._manifest, record), binary_id)
+
+    def process_changed(self, binary_id: str, process: Mapping[str, Any]) -> None:
+        """Record a process plugin's new pid, restart count and last exit."""
+        record = self._manifest.get(binary_id)
+        if record is not None and record.status == "active":
+            self._write(record.model_copy(update=_process_fields(process)))
 
     def failed(
         self,
@@ -403,3 +419,14 @@ def _read_or_move_aside(state_dir: Path) -> Manifest:
         else:
             logger.error("%s; moved it to %s and started with an empty manifest", exc, aside)
         return Manifest()
+
+
+def _process_fields(process: Mapping[str, Any] | None) -> dict[str, Any]:
+    if process is None:
+        return {}
+    return {
+        "isolation": "process",
+        "pid": process.get("pid"),
+        "restarts": int(process.get("restarts", 0)),
+        "last_exit": process.get("last_exit"),
+    }
