@@ -360,7 +360,10 @@ class PluginHost:
             generation = await asyncio.to_thread(apply_install, plan)
             phases.mark("install")
             if isolation == "process":  # the new child's start is its trial
-                return await self._load_process(verified, generation, key, ep_value, started)
+                result = await self._load_process(verified, generation, key, ep_value, started)
+                # Like the in-process path: bytecode, fsync and cbus-durable after the switch.
+                await asyncio.to_thread(finish_install, plan)
+                return result
             await self._trial(generation, key, ep_value, suspect=crash is not None)
             phases.mark("trial")
         except LoaderError as exc:
