@@ -154,6 +154,12 @@ async def daemon_session(
             raise LoaderError(
                 "--index-url needs --trust FILE: wheels from an index load only when pinned"
             )
+        if options.hot and options.trust is not None:
+            raise LoaderError(
+                "--hot and --trust cannot be combined: --hot builds a new wheel from your"
+                " sources on every save, which no trust file can pin in advance; use --hot"
+                " in development and --trust with --plugins-dir in production"
+            )
         if options.wheel_dir is not None or options.hot:
             from controllerbus.hot import Handoff
 
