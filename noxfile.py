@@ -46,6 +46,7 @@ def bench(session: nox.Session) -> None:
         "bench_hostile",
         "bench_verify",
         "bench_production",
+        "bench_hot",
         "bench_ipc",
     ):
         session.run("python", "-m", f"benchmarks.{module}", *session.posargs)

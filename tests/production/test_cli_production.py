@@ -24,6 +24,17 @@ def test_index_url_needs_trust(tmp_path: Path) -> None:
     assert not (tmp_path / ".cbus-state").exists()
 
 
+def test_hot_and_trust_are_refused_together(tmp_path: Path) -> None:
+    (tmp_path / "trust.txt").write_text("")
+    (tmp_path / "plugin").mkdir()
+    (tmp_path / "plugin" / "pyproject.toml").write_text('[project]\nname = "p"\nversion = "1"\n')
+    result = run(tmp_path, "daemon", "--hot", "plugin", "--trust", "trust.txt")
+    assert result.returncode != 0
+    assert "--hot and --trust cannot be combined" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not list((tmp_path / ".cbus-state").glob("generations/*"))
+
+
 def test_plugins_trust_on_a_directory_without_wheels(tmp_path: Path) -> None:
     result = run(tmp_path, "plugins", "trust", str(tmp_path))
     assert result.returncode != 0

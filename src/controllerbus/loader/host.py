@@ -37,9 +37,9 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from controllerbus.ipc.host import ProcessPlugin, ProcessPluginError
 from controllerbus.ipc.loading import (
@@ -66,10 +66,12 @@ from controllerbus.loader.errors import (
     LoaderError,
     PluginPrepareError,
     PluginQuarantined,
+    PluginRestoreError,
 )
 from controllerbus.loader.generation import (
     Generation,
     apply_install,
+    finish_install,
     generation_id_of,
     plan_install,
 )
@@ -82,6 +84,7 @@ from controllerbus.loader.manifest import (
     wheel_key,
 )
 from controllerbus.loader.permissions import check_directory
+from controllerbus.loader.plugin_resolver import ConstructHook, StateHandoff
 from controllerbus.loader.production import LoadPolicy, install_all_ahead
 from controllerbus.loader.residue import Baseline, find_residue, record_thread_origins
 from controllerbus.loader.sandbox import DEFAULT_LIMITS, TrialLimits
@@ -111,6 +114,7 @@ class LoadResult:
         reused: the generation directory already existed.
         unchanged: this exact wheel was already active; nothing was done.
         replaced: the unload report of the generation this one replaced.
+        phases: milliseconds per phase (verify, install, trial, stop old, activate, ...).
     """
 
     binary_id: str
@@ -121,6 +125,7 @@ class LoadResult:
     reused: bool = False
     unchanged: bool = False
     replaced: UnloadReport | None = None
+    phases: dict[str, float] = field(default_factory=dict)
 
 
 class _Phases:
@@ -137,6 +142,14 @@ class _Phases:
 
     def __str__(self) -> str:
         return ", ".join(f"{name} {ms:.1f} ms" for name, ms in self._marks)
+
+    def as_dict(self) -> dict[str, float]:
+        return dict(self._marks)
+
+
+# Loop iterations given to the config set's restarts between the switch and the
+# leak check (idle iterations cost microseconds).
+_RESTART_ITERATIONS = 20
 
 
 class PluginHost:
@@ -169,6 +182,9 @@ class PluginHost:
             pinning, no dependency wheels).
         insecure_permissions: trust the state directory and wheels even when someone
             else could write them (:mod:`~controllerbus.loader.permissions`).
+        handoff: carries controller state across reloads (``snapshot()`` before the
+            old generation stops, ``restore(state)`` as the new one's controllers are
+            constructed); a failed restore rolls the reload back.
 
     Raises:
         InsecurePath: the state directory is not trusted (see ``insecure_permissions``).
@@ -195,6 +211,7 @@ class PluginHost:
         isolation: Isolation = "inprocess",
         isolation_overrides: Mapping[str, Isolation] | None = None,
         process_options: Mapping[str, Any] | None = None,
+        handoff: StateHandoff | None = None,
     ) -> None:
         self._strict = not insecure_permissions
         if self._strict:
@@ -206,6 +223,7 @@ class PluginHost:
         self._isolation: Isolation = isolation
         self._isolation_overrides = dict(isolation_overrides or {})
         self._process_options = dict(process_options or {})
+        self._handoff = handoff
         self._on_change = on_change
         self._on_ids_changed = on_config_ids_changed
         self._retired_ids: dict[str, tuple[str, ...]] = {}
@@ -361,17 +379,22 @@ class PluginHost:
             isolation = self._isolation_of(key, verified)
             if isolation == "inprocess":  # a process plugin may conflict with the host
                 self._check_host(verified, key, old_generation, deps)
-            plan = plan_install(self._state.path, verified, dependencies=deps.wheels)
+            plan = plan_install(
+                self._state.path, verified, dependencies=deps.wheels, defer_finish=True
+            )
             generation = await asyncio.to_thread(apply_install, plan)
             phases.mark("install")
             if isolation == "process":  # the new child's start is its trial
-                return await self._load_process(verified, generation, key, ep_value, started)
+                result = await self._load_process(verified, generation, key, ep_value, started)
+                # Like the in-process path: bytecode, fsync and cbus-durable after the switch.
+                await asyncio.to_thread(finish_install, plan)
+                return result
             await self._trial(generation, key, ep_value, suspect=crash is not None)
             phases.mark("trial")
         except LoaderError as exc:
             self._failed(key, wheel, verified, exc, serving=old_generation is not None)
             raise
-        detached = await self._deactivate(key) if old_generation is not None else None
+        detached = await self._deactivate(key, capture=True) if old_generation else None
         phases.mark("stop old")
         try:
             active = self._activate(generation, key, ep_value)
@@ -382,6 +405,8 @@ class PluginHost:
             await self._changed(None)
             if detached is not None:
                 await self._confirm(detached)
+            if self._handoff is not None:
+                self._handoff.finish(key)
             self._failed(key, wheel, verified, exc, serving=restored)
             raise
         old_ids = self._retired_ids.pop(key, ())
@@ -389,6 +414,18 @@ class PluginHost:
         self._trials.start()
         await self._changed({*old_ids, *_config_ids(active)})
         phases.mark("on_change")
+        if self._handoff is not None:
+            await self._handoff.settle(key)
+            phases.mark("handoff")
+            if (failure := self._handoff.restore_error(key)) is not None:
+                restore_error = PluginRestoreError(key, wheel, failure)
+                del active  # the failed generation must be able to die
+                await self._undo_switch(key, old_generation, detached, restore_error, verified)
+            self._handoff.finish(key)
+        # Let the restarted controllers start before the leak check's full garbage
+        # collections block the loop: they would stretch the serving gap by 100+ ms.
+        for _ in range(_RESTART_ITERATIONS):
+            await asyncio.sleep(0)
         replaced = await self._confirm(detached) if detached is not None else None
         phases.mark("leak check")
         load_ms = (time.perf_counter() - started) * 1000
@@ -404,6 +441,10 @@ class PluginHost:
             leaks=replaced.survivors if replaced is not None else (),
         )
         self._gc()
+        # The new code serves already; bytecode and fsync finish the generation now,
+        # off the serving path, and before load() returns.
+        await asyncio.to_thread(finish_install, plan)
+        phases.mark("finish")
         logger.info(
             "plugin %s %s active (generation %s, %.1f ms%s)",
             key,
@@ -421,6 +462,7 @@ class PluginHost:
             load_ms,
             reused=generation.reused,
             replaced=replaced,
+            phases=phases.as_dict(),
         )
 
     def _unchanged(self, binary_id: str) -> LoadResult:
@@ -540,13 +582,50 @@ class PluginHost:
         if not result.ok:
             raise PluginPrepareError(binary_id, generation.wheel.path, result.error)
 
+    def _construct_hook(self, binary_id: str) -> ConstructHook | None:
+        handoff = self._handoff
+        if handoff is None:
+            return None
+        return lambda config, controller: handoff.restore_into(binary_id, config, controller)
+
+    async def _undo_switch(
+        self,
+        key: str,
+        old: Generation | None,
+        detached: DetachedPlugin | UnloadReport | None,
+        exc: LoaderError,
+        verified: VerifiedWheel,
+    ) -> NoReturn:
+        """Take an activated generation off again (its state restore failed); raise ``exc``."""
+        assert self._handoff is not None
+        failed = await self._deactivate(key)
+        restored = False
+        if old is not None:
+            self._handoff.rearm(key)
+            restored = self._rollback(key, old)
+        self._retired_ids.pop(key, None)
+        await self._changed(None)
+        await self._handoff.settle(key)
+        await self._confirm(failed)
+        if detached is not None:
+            await self._confirm(detached)
+        self._handoff.finish(key)
+        self._failed(key, verified.path, verified, exc, serving=restored)
+        raise exc
+
     def _activate(self, generation: Generation, binary_id: str, ep_value: str) -> ActivePlugin:
         """:func:`activate`, between the crash guard's marker and a residue baseline."""
         baseline = Baseline.take()
         # A crash from here to end() marks the generation suspect on the next start.
         self._guard.begin(binary_id, generation.id, generation.wheel.path)
         try:
-            active = activate(self._bus, generation, binary_id, ep_value)
+            active = activate(
+                self._bus,
+                generation,
+                binary_id,
+                ep_value,
+                on_construct=self._construct_hook(binary_id),
+            )
         except BaseException:
             self._guard.end(generation.id, ok=False)
             raise
@@ -633,12 +712,20 @@ class PluginHost:
             except Exception:
                 logger.exception("the on_change hook of the plugin host failed")
 
-    async def _deactivate(self, binary_id: str) -> DetachedPlugin | UnloadReport:
+    async def _deactivate(
+        self, binary_id: str, *, capture: bool = False
+    ) -> DetachedPlugin | UnloadReport:
         # Its config ids (strings only) for the on_config_ids_changed hook that follows.
         self._retired_ids[binary_id] = tuple(_config_ids(self._active[binary_id]))
         if isinstance(self._active.get(binary_id), ProcessActive):
             return await _stop_process_plugin(self._active.pop(binary_id))  # type: ignore[arg-type]
         # The popped plugin goes straight into deactivate(): no reference stays here.
+        if capture and self._handoff is not None:
+            # A reload: snapshot the controllers' state just before they stop.
+            active = self._active[binary_id]
+            if isinstance(active, ActivePlugin):
+                self._handoff.capture(binary_id, active.resolver.factories())
+            del active
         try:
             return await deactivate(
                 self._bus,
@@ -683,6 +770,14 @@ class PluginHost:
         )
 
     # -- manifest and state ---------------------------------------------------------------------
+
+    def record_error(self, binary_id: str, source: str, error: str) -> None:
+        """Record a failure that happened before a wheel existed (a compile error).
+
+        A serving plugin's record stays active and carries ``error``; otherwise the
+        plugin is recorded as failed with ``source`` in place of the wheel.
+        """
+        self._book.failed(binary_id, Path(source), None, error, serving=binary_id in self._active)
 
     def _verify(self, wheel: Path) -> VerifiedWheel:
         if self._strict:
