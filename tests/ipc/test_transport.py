@@ -162,3 +162,37 @@ async def test_peer_close_is_connection_closed(pair: tuple[Connection, Connectio
         await b.recv()
     with pytest.raises(ConnectionClosed):
         await a.send(Heartbeat(seq=1))
+
+
+async def test_lazy_frame_rides_with_the_next_urgent_one(
+    pair: tuple[Connection, Connection],
+) -> None:
+    a, b = pair
+    writes: list[bytes] = []
+    real_write = a._writer.write
+
+    def counting_write(data: bytes) -> None:
+        writes.append(bytes(data))
+        real_write(data)
+
+    a._writer.write = counting_write  # type: ignore[method-assign]
+    a.lazy_delay = 10.0  # only the urgent frame may take it out
+    a.send_nowait(Heartbeat(seq=1), urgent=False)
+    await asyncio.sleep(0.01)
+    assert writes == []  # still waiting for company
+    a.send_nowait(Heartbeat(seq=2))
+    got = [await b.recv() for _ in range(2)]
+    assert [getattr(m, "seq", None) for m in got] == [1, 2]  # order kept
+    assert len(writes) == 1  # one write for both
+
+
+async def test_lone_lazy_frame_goes_out_after_the_delay(
+    pair: tuple[Connection, Connection],
+) -> None:
+    a, b = pair
+    a.lazy_delay = 0.01
+    a.send_nowait(Heartbeat(seq=7), urgent=False)
+    async with asyncio.timeout(2):
+        got = await b.recv()
+    assert isinstance(got, Heartbeat)
+    assert got.seq == 7

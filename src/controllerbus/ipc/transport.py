@@ -9,7 +9,9 @@ use :class:`Connection`:
   transport's high-water mark are full (back-pressure);
 * :meth:`Connection.send_nowait` is for synchronous callers (bus value callbacks):
   it writes without waiting, and refuses with :class:`PeerNotReading` once more
-  than ``max_buffered`` bytes are queued for a peer that does not read;
+  than ``max_buffered`` bytes are queued for a peer that does not read; frames
+  sent with ``urgent=False`` wait (at most ``lazy_delay``) for the next urgent
+  frame and share its write;
 * :meth:`Connection.recv` returns the next message or raises
   :class:`ProtocolError` for a frame that is empty, larger than ``max_frame``, not
   JSON or not a known message. A protocol error closes the connection: the caller
@@ -31,6 +33,7 @@ from controllerbus.errors import ControllerBusError
 from controllerbus.ipc.messages import Message, decode_message, encode_message
 
 __all__ = [
+    "DEFAULT_LAZY_DELAY",
     "DEFAULT_MAX_BUFFERED",
     "DEFAULT_MAX_FRAME",
     "Connection",
@@ -48,6 +51,9 @@ DEFAULT_MAX_FRAME = 1 << 20
 
 DEFAULT_MAX_BUFFERED = 64 << 20
 """Bytes :meth:`Connection.send_nowait` may queue for a peer that does not read."""
+
+DEFAULT_LAZY_DELAY = 0.002
+"""Longest wait of a non-urgent frame for an urgent one to ride along with (s)."""
 
 _HEADER = struct.Struct(">I")
 
@@ -87,6 +93,7 @@ class Connection:
         name: str = "ipc",
         max_frame: int = DEFAULT_MAX_FRAME,
         max_buffered: int = DEFAULT_MAX_BUFFERED,
+        lazy_delay: float = DEFAULT_LAZY_DELAY,
     ) -> None:
         self._reader = reader
         self._writer = writer
@@ -98,6 +105,9 @@ class Connection:
         self._corked: list[bytes] = []
         self._corked_size = 0
         self._turn_open = False
+        self._corked_urgent = False
+        self._lazy_timer: asyncio.TimerHandle | None = None
+        self.lazy_delay = lazy_delay
 
     @property
     def closed(self) -> bool:
@@ -114,12 +124,18 @@ class Connection:
             )
         return _HEADER.pack(len(payload)) + payload
 
-    def send_nowait(self, message: Message) -> None:
+    def send_nowait(self, message: Message, *, urgent: bool = True) -> None:
         """Queue ``message`` without waiting (for synchronous callers).
 
-        The first frame of a loop turn is written at once; the frames after it in
-        the same turn go out together in one write at the end of the turn (one
-        system call and one wake-up of the peer instead of one per message).
+        An urgent frame that is the first of its loop turn is written at once,
+        together with any frames still queued before it; the frames after it in the
+        same turn go out together in one write at the end of the turn (one system
+        call and one wake-up of the peer instead of one per message).
+
+        A frame sent with ``urgent=False`` (bookkeeping nobody waits for: a
+        release, the idle after a directive's values) waits for the next urgent
+        frame, or at most ``lazy_delay`` seconds, and rides along with it: a
+        request/answer exchange then costs one write each way, not two.
 
         Raises:
             ConnectionClosed: the connection is closed.
@@ -135,22 +151,46 @@ class Connection:
                 f"{self.name}: {queued} bytes already queued for a peer that does not "
                 f"read (limit {self.max_buffered})"
             )
+        if not urgent:
+            self._corked.append(frame)
+            self._corked_size += len(frame)
+            if self._lazy_timer is None and not self._turn_open:
+                self._lazy_timer = asyncio.get_running_loop().call_later(
+                    self.lazy_delay, self._flush
+                )
+            return
+        self._corked_urgent = True
         if self._turn_open:
             # Not the first frame of this loop turn: coalesce into one write.
             self._corked.append(frame)
             self._corked_size += len(frame)
             return
-        # The first frame of a turn goes out at once (lowest latency); the ones
-        # after it in the same turn wait for the flush at the end of the turn.
-        self._writer.write(frame)
+        # The first frame of a turn goes out at once (lowest latency), with the lazy
+        # frames queued before it; the ones after it in the same turn wait for the
+        # flush at the end of the turn.
+        if self._corked:
+            self._corked.append(frame)
+            self._flush()
+        else:
+            self._writer.write(frame)
         self._turn_open = True
-        asyncio.get_running_loop().call_soon(self._flush)
+        asyncio.get_running_loop().call_soon(self._end_turn)
+
+    def _end_turn(self) -> None:
+        self._turn_open = False
+        if self._corked_urgent:
+            self._flush()
+        elif self._corked and self._lazy_timer is None:
+            self._lazy_timer = asyncio.get_running_loop().call_later(self.lazy_delay, self._flush)
 
     def _flush(self) -> None:
-        self._turn_open = False
+        if self._lazy_timer is not None:
+            self._lazy_timer.cancel()
+            self._lazy_timer = None
+        self._corked_urgent = False
         frames, self._corked, self._corked_size = self._corked, [], 0
         if frames and not self._closed and not self._writer.is_closing():
-            self._writer.write(b"".join(frames))
+            self._writer.write(frames[0] if len(frames) == 1 else b"".join(frames))
 
     async def send(self, message: Message) -> None:
         """Write ``message`` and wait until the stream accepts more (back-pressure).
