@@ -171,7 +171,7 @@ async def test_lazy_frame_rides_with_the_next_urgent_one(
     writes: list[bytes] = []
     real_write = a._writer.write
 
-    def counting_write(data: bytes) -> None:
+    def counting_write(data: bytes | bytearray | memoryview) -> None:
         writes.append(bytes(data))
         real_write(data)
 
