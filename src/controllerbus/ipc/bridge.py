@@ -347,12 +347,11 @@ class _ForwardResolver:
         asked = self._asked
         if asked is None:
             return
-        try:
-            await asked.done.wait()
-        except asyncio.CancelledError:
-            bridge.forget(asked)
-            self._asked = None
-            raise
+        # Cancelled (e.g. the directive reached its value cap): the peer's reference
+        # and its values stay, as a cancelled local resolver's values do; a restart
+        # of this resolver waits on the same request. The reference goes when the
+        # instance is disposed (dispose callback) or the connection ends.
+        await asked.done.wait()
 
 
 class ForwardController:

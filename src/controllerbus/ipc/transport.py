@@ -24,8 +24,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 import struct
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import SupportsIndex
 
 from pydantic import ValidationError
 
@@ -56,6 +60,10 @@ DEFAULT_LAZY_DELAY = 0.002
 """Longest wait of a non-urgent frame for an urgent one to ride along with (s)."""
 
 _HEADER = struct.Struct(">I")
+_BURST = 64
+"""Messages handled in one go before the loop gets to run something else."""
+
+logger = logging.getLogger(__name__)
 
 
 class IPCError(ControllerBusError):
@@ -97,6 +105,19 @@ class Connection:
     ) -> None:
         self._reader = reader
         self._writer = writer
+        # Receiving: bytes are parsed into messages as they arrive (no reader task).
+        self._buf = bytearray()
+        self._inbox: deque[tuple[Message, int]] = deque()
+        self._inbox_bytes = 0
+        self._limit = 2 * max(max_frame, 1 << 16)  # buffered bytes before reading pauses
+        self._paused = False
+        self._failure: IPCError | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._handler: Callable[[Message], None] | None = None
+        self._on_failure: Callable[[IPCError], None] | None = None
+        self._pump_scheduled = False
+        if isinstance(reader, _SinkReader):
+            reader.sink, reader.end = self._on_bytes, self._on_end
         self.name = name
         self.max_frame = max_frame
         self.max_buffered = max_buffered
@@ -211,53 +232,161 @@ class Connection:
 
     # -- receiving -----------------------------------------------------------------------
 
-    async def recv_frame(self) -> bytes:
-        """Return the next frame's payload.
+    def set_handler(
+        self,
+        handler: Callable[[Message], None],
+        on_failure: Callable[[IPCError], None],
+    ) -> None:
+        """Hand every message to ``handler`` as it arrives, instead of :meth:`recv`.
 
-        Raises:
-            ConnectionClosed: end of stream (also in the middle of a frame).
-            FrameTooLarge: the length prefix exceeds ``max_frame`` (connection closed).
-            MalformedFrame: the length prefix is 0 (connection closed).
+        ``handler`` runs in the callback that read the bytes: no task wakes up per
+        message. A :class:`ProtocolError` it raises (or any exception, logged)
+        closes the connection like a malformed frame. ``on_failure`` is called
+        once with the error that ended the connection (:class:`ConnectionClosed`
+        for the peer going away). Messages received before this call come first.
         """
-        try:
-            header = await self._reader.readexactly(_HEADER.size)
-            (length,) = _HEADER.unpack(header)
-            if length == 0:
-                raise self._fail(MalformedFrame(f"{self.name}: empty frame (length 0)"))
-            if length > self.max_frame:
-                raise self._fail(
-                    FrameTooLarge(
-                        f"{self.name}: frame of {length} bytes exceeds the limit of "
-                        f"{self.max_frame} bytes; connection closed"
-                    )
-                )
-            return await self._reader.readexactly(length)
-        except asyncio.IncompleteReadError as exc:
-            self.close(f"{self.name}: peer closed the connection")
-            where = "" if not exc.partial else f" after {len(exc.partial)} bytes of a frame"
-            raise ConnectionClosed(f"{self.name}: peer closed the connection{where}") from None
-        except (ConnectionError, OSError) as exc:
-            self.close(f"{self.name}: {exc}")
-            raise ConnectionClosed(f"{self.name}: connection lost: {exc}") from None
+        self._handler, self._on_failure = handler, on_failure
+        self._schedule_pump()
 
     async def recv(self) -> Message:
         """Return the next message.
 
         Raises:
-            ConnectionClosed: end of stream.
-            ProtocolError: the frame is too large or not a valid message (closed).
+            ConnectionClosed: end of stream (also in the middle of a frame).
+            ProtocolError: the frame is too large, empty or not a valid message
+                (the connection is closed).
         """
-        payload = await self.recv_frame()
-        try:
-            return decode_message(payload)
-        except (ValidationError, ValueError) as exc:
-            raise self._fail(
-                MalformedFrame(f"{self.name}: malformed message: {_short(exc)}")
-            ) from None
+        while True:
+            if self._inbox:
+                msg, size = self._inbox.popleft()
+                self._inbox_bytes -= size
+                self._flow()
+                return msg
+            if self._failure is not None:
+                raise self._failure.with_traceback(None)
+            if len(self._buf) >= _HEADER.size and not self._pump_scheduled:
+                self._pump()  # frames left unparsed while the inbox was full
+                if self._inbox or self._failure is not None:
+                    continue
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
 
-    def _fail(self, exc: ProtocolError) -> ProtocolError:
+    def _on_bytes(self, data: bytes) -> None:
+        if self._failure is not None:
+            return
+        self._buf += data
+        self._pump()
+
+    def _schedule_pump(self) -> None:
+        if not self._pump_scheduled:
+            self._pump_scheduled = True
+            asyncio.get_running_loop().call_soon(self._pump)
+
+    def _pump(self) -> None:
+        """Parse the complete frames buffered; hand them out or queue them for recv."""
+        self._pump_scheduled = False
+        handler = self._handler
+        budget = _BURST
+        while handler is not None and self._inbox and self._failure is None:
+            msg, size = self._inbox.popleft()
+            self._inbox_bytes -= size
+            if not self._handle(handler, msg):
+                break
+        buf = self._buf
+        while self._failure is None and len(buf) >= _HEADER.size:
+            if handler is None and self._inbox_bytes > self._limit:
+                break  # nobody reads: leave it in the buffer, reading pauses below
+            (length,) = _HEADER.unpack_from(buf)
+            if length == 0:
+                self._set_failure(MalformedFrame(f"{self.name}: empty frame (length 0)"))
+                break
+            if length > self.max_frame:
+                self._set_failure(
+                    FrameTooLarge(
+                        f"{self.name}: frame of {length} bytes exceeds the limit of "
+                        f"{self.max_frame} bytes; connection closed"
+                    )
+                )
+                break
+            end = _HEADER.size + length
+            if len(buf) < end:
+                break
+            payload = bytes(buf[_HEADER.size : end])
+            del buf[:end]
+            try:
+                msg = decode_message(payload)
+            except (ValidationError, ValueError) as exc:
+                self._set_failure(MalformedFrame(f"{self.name}: malformed message: {_short(exc)}"))
+                break
+            if handler is None:
+                self._inbox.append((msg, end))
+                self._inbox_bytes += end
+                self._wake()
+                continue
+            if not self._handle(handler, msg):
+                break
+            budget -= 1
+            if budget == 0 and len(buf) >= _HEADER.size:
+                self._schedule_pump()  # a burst of messages must not starve the loop
+                break
+        self._flow()
+
+    def _handle(self, handler: Callable[[Message], None], msg: Message) -> bool:
+        try:
+            handler(msg)
+        except ProtocolError as exc:
+            self._set_failure(exc)
+            return False
+        except Exception as exc:
+            logger.exception("%s: handling a %r message failed", self.name, msg.kind)
+            self._set_failure(ProtocolError(f"{self.name}: handling {msg.kind!r} failed: {exc}"))
+            return False
+        return not self._closed
+
+    def _flow(self) -> None:
+        """Pause reading the socket while too much is buffered here (back-pressure)."""
+        if self._closed:
+            return
+        want_pause = self._inbox_bytes + len(self._buf) > self._limit
+        if want_pause == self._paused:
+            return
+        self._paused = want_pause
+        transport = self._writer.transport
+        with contextlib.suppress(Exception):
+            if want_pause:
+                transport.pause_reading()  # type: ignore[attr-defined]
+            else:
+                transport.resume_reading()  # type: ignore[attr-defined]
+        if not want_pause and self._buf:
+            self._schedule_pump()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def _on_end(self, exc: Exception | None) -> None:
+        if self._failure is not None:
+            return
+        if exc is None:
+            held = len(self._buf)
+            partial = held - _HEADER.size if held >= _HEADER.size else held
+            where = f" after {partial} bytes of a frame" if partial else ""
+            failure = ConnectionClosed(f"{self.name}: peer closed the connection{where}")
+        else:
+            failure = ConnectionClosed(f"{self.name}: connection lost: {exc}")
+        self._set_failure(failure)
+
+    def _set_failure(self, exc: IPCError) -> None:
+        if self._failure is not None:
+            return
+        self._failure = exc
         self.close(str(exc))
-        return exc
+        self._wake()
+        if self._on_failure is not None:
+            self._on_failure(exc)
 
     # -- closing -------------------------------------------------------------------------
 
@@ -272,6 +401,8 @@ class Connection:
         self._closed = True
         with contextlib.suppress(Exception):
             self._writer.close()
+        if self._failure is None:
+            self._set_failure(ConnectionClosed(f"{self.name}: connection is closed"))
 
     async def aclose(self, reason: str | None = None, *, grace: float = 1.0) -> None:
         """Close and wait until the transport has gone.
@@ -308,8 +439,35 @@ async def open_connection(
     """Wrap a connected stream socket (one end of :func:`socketpair`)."""
     # The reader pauses the socket once it buffers 2 x limit bytes: a receiver that
     # stops reading stops the sender (through its drain()).
-    reader, writer = await asyncio.open_unix_connection(sock=sock, limit=max(max_frame, 1 << 16))
+    loop = asyncio.get_running_loop()
+    reader = _SinkReader(limit=max(max_frame, 1 << 16), loop=loop)
+    protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+    transport, _ = await loop.create_unix_connection(lambda: protocol, sock=sock)
+    writer = asyncio.StreamWriter(transport, protocol, reader, loop)
     return Connection(reader, writer, name=name, max_frame=max_frame, max_buffered=max_buffered)
+
+
+class _SinkReader(asyncio.StreamReader):
+    """A stream reader that passes its bytes and its end on to a :class:`Connection`."""
+
+    sink: Callable[[bytes], None] | None = None
+    end: Callable[[Exception | None], None] | None = None
+
+    def feed_data(self, data: Iterable[SupportsIndex]) -> None:
+        if self.sink is None:
+            super().feed_data(data)
+        else:
+            self.sink(bytes(data))
+
+    def feed_eof(self) -> None:
+        super().feed_eof()
+        if self.end is not None:
+            self.end(None)
+
+    def set_exception(self, exc: Exception) -> None:
+        super().set_exception(exc)
+        if self.end is not None:
+            self.end(exc)
 
 
 def socketpair() -> tuple[socket.socket, socket.socket]:
