@@ -45,9 +45,22 @@ def bench(session: nox.Session) -> None:
         "bench_reload",
         "bench_hostile",
         "bench_verify",
+        "bench_production",
+        "bench_hot",
         "bench_ipc",
     ):
         session.run("python", "-m", f"benchmarks.{module}", *session.posargs)
+
+
+@nox.session(default=False)
+def plugins(session: nox.Session) -> None:
+    """CI recipe: compile plugins/ --isolated into dist-plugins/, verify, write the trust file.
+
+    ``-- OUT_DIR`` to write elsewhere. See docs/production.md for the CI → index → fleet
+    commands that follow.
+    """
+    session.install("-e.")
+    session.run("python", "plugins/ci_build.py", *session.posargs)
 
 
 @nox.session(default=False)

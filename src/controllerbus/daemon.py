@@ -6,6 +6,12 @@ directory it also runs the filesystem loader: plugins are loaded before the conf
 set is read (so their config ids are known), and after every plugin change the
 config set is typed again, so keys served by a reloaded plugin restart on the new
 generation and the old generation's config objects go away.
+
+With hot targets (``cbus daemon --hot DIR``) the daemon compiles plugin projects
+itself and reloads them on every save (:mod:`controllerbus.hot`); controllers'
+state is carried across reloads. Without ``-c`` the daemon uses
+``./controllerbus_daemon.yaml`` if present, else the first hot target's own
+``controllerbus_daemon.yaml``, else runs with no config-set controllers.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import logging
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from controllerbus._fs import write_atomic
 from controllerbus.bus.bus import Bus
@@ -24,7 +30,7 @@ from controllerbus.bus.directives import LoadControllerWithConfig
 from controllerbus.bus.executor import ControllerFailed, wait_exec_controller_running
 from controllerbus.bus.protocols import Factory, Reference
 from controllerbus.bus.resolver import StaticResolver
-from controllerbus.configset import ConfigSetConfig, config_set_to_yaml
+from controllerbus.configset import ConfigSetConfig, RawControllerConfig, config_set_to_yaml
 from controllerbus.configset.applier import ConfigSetApplier, read_config_document
 from controllerbus.core import new_core_bus
 from controllerbus.errors import LoaderError
@@ -34,8 +40,13 @@ from controllerbus.loader.filesystem import (
     new_filesystem_loader_factory,
 )
 from controllerbus.loader.host import PluginHost
+from controllerbus.loader.production import LoadPolicy, start_index_mirror
 from controllerbus.loader.sandbox import DEFAULT_LIMITS, TrialLimits
 from controllerbus.loader.state import StateDir
+from controllerbus.loader.trust import TrustPolicy
+
+if TYPE_CHECKING:
+    from controllerbus.hot import Handoff, HotReloader, HotTarget, ReloadEvent
 
 __all__ = [
     "DEFAULT_CONFIG",
@@ -57,19 +68,29 @@ class DaemonOptions:
     """What the daemon runs.
 
     Attributes:
-        config_path: the config-set file (YAML, or JSON by ``.json`` suffix).
+        config_path: the config-set file (YAML, or JSON by ``.json`` suffix);
+            ``None``: not given (see the module docstring), a missing file is then
+            no error.
         write_config: create the file if missing, and write the parsed set back.
         plugins_dir: a directory of plugin wheels to load (``None``: no plugins).
         state_dir: where generations and the manifest live.
         watch: re-sync the plugins directory on change.
+        trust: a trust file; only wheels it pins (by sha256) load, dependencies too.
+        find_links: directories of dependency wheels (default: the plugins directory).
+        index_url: a PEP 503/691 simple index to mirror the trust file's wheels from
+            into the plugins directory (default ``<state-dir>/wheelhouse``); needs
+            ``trust``.
+        index_poll: seconds between checks of the trust file for the index mirror.
         trial_limits: deadline and resource limits of every plugin's trial import.
         insecure_permissions: trust plugins/state directories and wheels that others
             could write (:mod:`~controllerbus.loader.permissions`).
         isolation: where plugins run unless their metadata says otherwise:
             ``inprocess`` (default) or ``process`` (see docs/ipc.md).
+        hot: plugin projects to compile, watch and hot-reload (one wheel each).
+        on_reload: called with every hot build (the demo prints them).
     """
 
-    config_path: Path = DEFAULT_CONFIG
+    config_path: Path | None = None
     write_config: bool = False
     plugins_dir: Path | None = None
     state_dir: Path = DEFAULT_STATE_DIR
@@ -77,14 +98,28 @@ class DaemonOptions:
     trial_limits: TrialLimits = DEFAULT_LIMITS
     insecure_permissions: bool = False
     isolation: Literal["inprocess", "process"] = "inprocess"
+    trust: Path | None = None
+    find_links: tuple[Path, ...] = ()
+    index_url: str | None = None
+    index_poll: float = 5.0
+    hot: tuple[HotTarget, ...] = ()
+    on_reload: Callable[[ReloadEvent], object] | None = None
+
+    @property
+    def wheel_dir(self) -> Path | None:
+        """The plugins directory, or with an index and none given, the mirror's."""
+        if self.plugins_dir is None and self.index_url is not None:
+            return self.state_dir / "wheelhouse"
+        return self.plugins_dir
 
 
 @dataclass(frozen=True, slots=True)
 class DaemonSession:
-    """A running daemon: its bus and, with a plugins directory, its plugin host."""
+    """A running daemon: its bus and, with plugins, its plugin host (and hot reloader)."""
 
     bus: Bus
     host: PluginHost | None
+    hot: HotReloader | None = None
 
 
 @contextlib.asynccontextmanager
@@ -100,23 +135,75 @@ async def daemon_session(
         LoaderError: the plugins directory or state directory cannot be used.
         (Nothing is left running in either case.)
     """
-    document = await read_config_document(options.config_path, write_config=options.write_config)
+    config_path = _config_source(options)
+    if config_path is None:
+        document: dict[str, RawControllerConfig] = {}
+        logger.info("no config set (no -c, no controllerbus_daemon.yaml): no controllers from one")
+    else:
+        document = await read_config_document(config_path, write_config=options.write_config)
     bus, static = new_core_bus(factories)
-    applier = ConfigSetApplier(bus, document, str(options.config_path))
-    host = None
+    applier = ConfigSetApplier(bus, document, str(config_path))
+    host = reloader = None
+    strict = True
     async with bus, contextlib.AsyncExitStack() as stack:
         _ctrl, _inst, cs_ref = await wait_exec_controller_running(
             bus, LoadControllerWithConfig(ConfigSetConfig())
         )
         stack.callback(cs_ref.release)
-        if options.plugins_dir is not None:
+        if options.index_url is not None and options.trust is None:
+            raise LoaderError(
+                "--index-url needs --trust FILE: wheels from an index load only when pinned"
+            )
+        if options.hot and options.trust is not None:
+            raise LoaderError(
+                "--hot and --trust cannot be combined: --hot builds a new wheel from your"
+                " sources on every save, which no trust file can pin in advance; use --hot"
+                " in development and --trust with --plugins-dir in production"
+            )
+        if options.wheel_dir is not None or options.hot:
+            from controllerbus.hot import Handoff
+
             state = stack.enter_context(StateDir(options.state_dir))
-            loader = await _start_plugin_loader(bus, static, state, options, applier)
-            host = loader.host
-            stack.push_async_callback(loader.stop)
+            if options.index_url is not None:
+                assert options.wheel_dir is not None
+                mirror = await start_index_mirror(
+                    options.index_url,
+                    TrustPolicy(options.trust or Path()),
+                    options.wheel_dir,
+                    poll=options.index_poll,
+                )
+                stack.push_async_callback(_cancel, mirror)
+            handoff = Handoff()
+            if options.insecure_permissions:
+                logger.warning("permission checks are off (--insecure-permissions)")
+            wheel_dir = options.wheel_dir
+            default_links = (wheel_dir,) if wheel_dir is not None else ()
+            policy = LoadPolicy.of(
+                options.trust, options.find_links or default_links, (state.path,)
+            )
+            host = PluginHost(
+                bus,
+                state,
+                on_change=applier.refresh,
+                limits=options.trial_limits,
+                insecure_permissions=options.insecure_permissions,
+                policy=policy,
+                isolation=options.isolation,
+                handoff=handoff,
+            )
+            stack.push_async_callback(host.aclose)
+            if options.wheel_dir is not None:
+                loader = await _start_plugin_loader(bus, static, host, options)
+                stack.push_async_callback(loader.stop)
+            if options.hot:
+                reloader = await _start_hot(host, state, handoff, options)
+                stack.push_async_callback(reloader.aclose)
+                # A target that failed to build: its config ids are unknown until fixed.
+                strict = all(e.ok for e in reloader.events)
         stack.callback(applier.close)
-        await _apply_initial(applier, options)
-        yield DaemonSession(bus, host)
+        if config_path is not None:
+            await _apply_initial(applier, options, config_path, strict=strict)
+        yield DaemonSession(bus, host, reloader)
         logger.info("shutting down")
     logger.info("stopped")
 
@@ -137,15 +224,47 @@ async def run_daemon(
         await stop.wait()
 
 
-async def _apply_initial(applier: ConfigSetApplier, options: DaemonOptions) -> None:
+def _config_source(options: DaemonOptions) -> Path | None:
+    """The config-set file to read; ``None``: run without one (see the module docstring)."""
+    if options.config_path is not None:
+        return options.config_path
+    if options.write_config or DEFAULT_CONFIG.is_file():
+        return DEFAULT_CONFIG
+    for target in options.hot:
+        if (own := target.own_config) is not None:
+            return own
+    return None
+
+
+async def _apply_initial(
+    applier: ConfigSetApplier, options: DaemonOptions, config_path: Path, *, strict: bool
+) -> None:
     # A function of its own so the typed set (instances of plugin classes) is not
     # kept alive by a local of run_daemon while plugins reload.
-    typed = await applier.apply(strict=True)
-    logger.info("applying config set %s (%d keys)", options.config_path, len(typed))
+    typed = await applier.apply(strict=strict)
+    logger.info("applying config set %s (%d keys)", config_path, len(typed))
     if options.write_config:
         text = config_set_to_yaml(typed)
-        await asyncio.to_thread(write_atomic, options.config_path, text.encode())
-        logger.info("wrote config set with %d keys to %s", len(typed), options.config_path)
+        await asyncio.to_thread(write_atomic, config_path, text.encode())
+        logger.info("wrote config set with %d keys to %s", len(typed), config_path)
+
+
+async def _start_hot(
+    host: PluginHost, state: StateDir, handoff: Handoff, options: DaemonOptions
+) -> HotReloader:
+    from controllerbus.hot import HotReloader
+
+    reloader = HotReloader(
+        host, options.hot, work_dir=state.path / "hot", handoff=handoff, on_reload=options.on_reload
+    )
+    await reloader.start()
+    return reloader
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 @dataclass(eq=False, slots=True)
@@ -162,30 +281,16 @@ class _PluginLoader:
                 await self.controller.stopped.wait()
         except TimeoutError:
             logger.error("plugins were still unloading after 60 s: %s", self.host.active())
-        await self.host.aclose()
 
 
 async def _start_plugin_loader(
-    bus: Bus,
-    static: StaticResolver,
-    state: StateDir,
-    options: DaemonOptions,
-    applier: ConfigSetApplier,
+    bus: Bus, static: StaticResolver, host: PluginHost, options: DaemonOptions
 ) -> _PluginLoader:
-    assert options.plugins_dir is not None
-    if options.insecure_permissions:
-        logger.warning("permission checks are off (--insecure-permissions)")
-    host = PluginHost(
-        bus,
-        state,
-        on_change=applier.refresh,
-        limits=options.trial_limits,
-        insecure_permissions=options.insecure_permissions,
-        isolation=options.isolation,
-    )
+    plugins_dir = options.wheel_dir
+    assert plugins_dir is not None
     static.add_factory(new_filesystem_loader_factory(host))
     directive = LoadControllerWithConfig(
-        FilesystemLoaderConfig(dir=str(options.plugins_dir), watch=options.watch)
+        FilesystemLoaderConfig(dir=str(plugins_dir), watch=options.watch)
     )
     try:
         ctrl, _inst, ref = await wait_exec_controller_running(bus, directive)
@@ -196,7 +301,7 @@ async def _start_plugin_loader(
     loaded = host.active()
     logger.info(
         "plugins dir %s: %d plugin(s) active%s",
-        options.plugins_dir,
+        plugins_dir,
         len(loaded),
         f": {', '.join(loaded)}" if loaded else "",
     )

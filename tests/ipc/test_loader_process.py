@@ -18,6 +18,7 @@ from controllerbus.core import new_core_bus
 from controllerbus.example.boilerplate import Boilerplate
 from controllerbus.ipc.codec import ForeignValue
 from controllerbus.loader.errors import LoaderError, PluginPrepareError
+from controllerbus.loader.generation import DURABLE_MARKER
 from controllerbus.loader.host import PluginHost
 from controllerbus.loader.manifest import read_manifest
 from controllerbus.loader.state import StateDir
@@ -182,6 +183,9 @@ async def test_conflicting_dependency_serves_from_a_process_and_is_refused_in_pr
     wheel = make_wheel(tmp_path, generation="aaaa")
     result = await plugin_host.load(wheel)
     assert result.factories == ("test/ipc/old/1",)
+    # The deferred finish (bytecode, fsync) ran on the process path too: reusable.
+    generation_dir = tmp_path / "state" / "generations" / result.generation
+    assert (generation_dir / DURABLE_MARKER).is_file()
     record = plugin_host.manifest.get("ipc-old")
     assert record is not None
     assert record.isolation == "process"
@@ -233,13 +237,14 @@ async def test_reload_with_syntax_error_keeps_the_old_child_serving_then_a_good_
     ref = await start_controller(bus, "test/ipc/old/1")
     assert (await _report(bus, "before"))["generation"] == "good1"
 
-    # A syntax error is caught while installing; an import error when the new child
-    # starts (before the old one is stopped). Either way the old child serves on.
+    # A syntax error is caught by the trial import (the fast install byte-compiles only
+    # after the switch), an import error when the new child starts (before the old one
+    # is stopped). Either way the old child serves on.
     bad_wheels = [
         (
             make_wheel(tmp_path, generation="bad22", extra="def broken(:\n    pass\n"),
             LoaderError,
-            "syntax error",
+            "SyntaxError: invalid syntax",
         ),
         (
             make_wheel(

@@ -419,12 +419,13 @@ async def test_reload_switches_to_new_code_and_collects_the_old_generation(
 
 def _changed_outside_tmp(root: Path, before: dict[str, tuple[int, int]]) -> list[str]:
     """Paths under ``root`` added, removed or modified since ``before`` (a ``snapshot``),
-    except the manifest and the state's tmp area. A directory counts only by existence
-    (its mtime changes whenever an entry is renamed through it)."""
+    except the manifest, the state's tmp area and its venv-skeleton cache (per
+    interpreter, not per wheel). A directory counts only by existence (its mtime
+    changes whenever an entry is renamed through it)."""
     after = snapshot(root)
 
     def relevant(path: str) -> bool:
-        return path != "state/manifest.json" and not path.startswith("state/tmp/")
+        return path != "state/manifest.json" and not path.startswith(("state/tmp/", "state/cache"))
 
     def modified(path: str) -> bool:
         if (path in before) != (path in after):

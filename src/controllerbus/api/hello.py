@@ -16,10 +16,12 @@ __all__ = ["Hello", "HelloReply"]
 
 @dataclass(frozen=True, slots=True)
 class HelloReply:
-    """The answer to :class:`Hello`: the greeting and who produced it."""
+    """The answer to :class:`Hello`: the greeting, who produced it, and how many
+    greetings the responder has given so far (a hot-reloaded greeter keeps counting)."""
 
     text: str
     responder: str = ""
+    count: int = 0
 
 
 @dataclass(frozen=True, eq=False, slots=True)

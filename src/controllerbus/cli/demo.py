@@ -99,8 +99,8 @@ async def _ask(bus: Bus, name: str) -> str:
     ref.release()
     if value is None:
         raise DemoError("nobody answered Hello")
-    text: str = value.value.text
-    return text
+    reply = value.value
+    return f'"{reply.text}" (greeting #{reply.count})'
 
 
 async def _wait_generation(host: PluginHost, not_this: str, within: float) -> str:
@@ -170,7 +170,7 @@ async def _run(echo: Callable[[str], None], src: Path, work: Path) -> None:
         generation = host.active()[DEMO_BINARY_ID]
         took = time.perf_counter() - started
         steps.detail(f"plugin active in generation {generation[:12]} (its own venv) in {_ms(took)}")
-        steps.detail(f'Hello("world") -> "{await _ask(bus, "world")}"  (the plugin\'s greeter)')
+        steps.detail(f'Hello("world") -> {await _ask(bus, "world")}  (the plugin\'s greeter)')
         async with asyncio.timeout(10):
             value, ref = await exec_one_off(bus, Boilerplate("hello world"))
         ref.release()
@@ -189,7 +189,7 @@ async def _run(echo: Callable[[str], None], src: Path, work: Path) -> None:
             f"the daemon saw the new wheel, tried it in a subprocess and switched to "
             f"generation {new_generation[:12]}: {_ms(serving)} from wheel to new code"
         )
-        steps.detail(f'Hello("world") -> "{await _ask(bus, "world")}"')
+        steps.detail(f'Hello("world") -> {await _ask(bus, "world")}  (count carried over)')
         report = next((r for r in host.unload_reports if r.generation == generation), None)
         if report is None:
             raise DemoError(f"no unload report for generation {generation[:12]}")
@@ -212,7 +212,7 @@ async def _run(echo: Callable[[str], None], src: Path, work: Path) -> None:
         reason = record.error.splitlines()[-1].strip().removeprefix("- ")
         steps.detail(f"rejected before anything was installed: {reason}")
         steps.detail(
-            f'Hello("world") -> "{await _ask(bus, "world")}"  '
+            f'Hello("world") -> {await _ask(bus, "world")}  '
             f"(generation {host.active()[DEMO_BINARY_ID][:12]} keeps serving)"
         )
         bad.unlink()

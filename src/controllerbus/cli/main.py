@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -13,7 +14,7 @@ import click
 from controllerbus.cli._common import fail, setup_logging
 from controllerbus.daemon import DEFAULT_CONFIG, DEFAULT_STATE_DIR, DaemonOptions
 from controllerbus.errors import ControllerBusError
-from controllerbus.example import boilerplate
+from controllerbus.example import boilerplate, hello_probe
 from controllerbus.loader.sandbox import DEFAULT_LIMITS, TrialLimits
 
 if TYPE_CHECKING:
@@ -47,14 +48,11 @@ def cli(verbose: int) -> None:
     "--config",
     "config_path",
     type=click.Path(path_type=Path, dir_okay=False),
-    default=DEFAULT_CONFIG,
-    show_default=True,
     envvar="CONTROLLER_BUS_CONFIG",
     show_envvar=True,
-    help=(
-        "Config-set file (YAML; JSON if it ends in .json)."
-        " Example: -c examples/controllerbus_daemon.yaml"
-    ),
+    help=f"Config-set file (YAML; JSON if it ends in .json). Default: ./{DEFAULT_CONFIG} if "
+    "present, else the first --hot target's own, else none (no config-set controllers). "
+    "Example: -c examples/controllerbus_daemon.yaml",
 )
 @click.option(
     "--write-config",
@@ -71,6 +69,15 @@ def cli(verbose: int) -> None:
     help="Load every plugin wheel in this directory (and reload on change). "
     "Example: --plugins-dir dist-plugins",
 )
+@click.option(
+    "--hot",
+    "hot_specs",
+    multiple=True,
+    metavar="DIR[,DIR...]",
+    help="Compile this plugin project in-process, load it, and hot-reload it on every "
+    "save (state carried over). Comma-separated directories make one wheel; repeat for "
+    "more plugins. Example: --hot plugins/hot-demo",
+)
 @state_dir_option
 @click.option(
     "--watch/--no-watch",
@@ -79,6 +86,37 @@ def cli(verbose: int) -> None:
     envvar="CBUS_WATCH",
     show_envvar=True,
     help="Watch the plugins directory and hot-reload changed wheels.",
+)
+@click.option(
+    "--trust",
+    type=click.Path(path_type=Path, dir_okay=False),
+    envvar="CBUS_TRUST",
+    show_envvar=True,
+    help="Trust file (pip requirements syntax with --hash=sha256:...): only wheels it "
+    "pins load, dependency wheels included; re-read when it changes. "
+    "Example: --trust dist-plugins/trust.txt",
+)
+@click.option(
+    "--find-links",
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    multiple=True,
+    help="Directory of dependency wheels for plugins' Requires-Dist the host lacks "
+    "(repeatable; default: the plugins directory). Pure wheels only, never sdists.",
+)
+@click.option(
+    "--index-url",
+    envvar="CBUS_INDEX_URL",
+    show_envvar=True,
+    help="PEP 503/691 simple index (pypiserver, devpi) to fetch the wheels the trust file "
+    "pins from, into the plugins directory (default <state-dir>/wheelhouse). Needs --trust. "
+    "Example: --index-url http://pypi.internal:8080/simple/",
+)
+@click.option(
+    "--index-poll",
+    type=click.FloatRange(min=0.1),
+    default=5.0,
+    show_default=True,
+    help="Seconds between checks of the trust file for new wheels to fetch from the index.",
 )
 @click.option(
     "--grace",
@@ -135,11 +173,16 @@ def cli(verbose: int) -> None:
     "A plugin's metadata may choose for itself. See docs/ipc.md.",
 )
 def daemon(
-    config_path: Path,
+    config_path: Path | None,
     write_config: bool,
     plugins_dir: Path | None,
+    hot_specs: tuple[str, ...],
     state_dir: Path,
     watch: bool,
+    trust: Path | None,
+    find_links: tuple[Path, ...],
+    index_url: str | None,
+    index_poll: float,
     grace: float,
     trial_timeout: float,
     trial_memory: int,
@@ -162,30 +205,45 @@ def daemon(
     threads running (abandoned, named in the log); 4 the shutdown took longer
     than --grace.
 
+    With --hot, the daemon compiles the plugin project itself and reloads it on
+    every save of a file the plugin is made of; a syntax error is reported with
+    file:line while the previous code keeps serving.
+
     \b
     Examples:
       cbus daemon -c controllerbus_daemon.yaml
       cbus daemon -c plugins/hot-demo/controllerbus_daemon.yaml --plugins-dir dist-plugins
+      cbus daemon -c daemon.yaml --plugins-dir dist-plugins --trust dist-plugins/trust.txt
+      cbus daemon -c daemon.yaml --trust trust.txt --index-url http://127.0.0.1:8080/simple/
+      cbus daemon --hot plugins/hot-demo
     """
-    options = DaemonOptions(
-        config_path=config_path,
-        write_config=write_config,
-        plugins_dir=plugins_dir,
-        state_dir=state_dir,
-        watch=watch,
-        trial_limits=TrialLimits(
-            deadline=trial_timeout,
-            memory_mib=trial_memory,
-            cpu_seconds=trial_cpu,
-            open_files=trial_files,
-        ),
-        insecure_permissions=insecure_permissions,
-        isolation=isolation,
-    )
     from controllerbus.cli.lifecycle import run_daemon_process
+    from controllerbus.hot import HotTarget
 
     try:
-        code = run_daemon_process(options, grace=grace, factories=[boilerplate.new_factory])
+        options = DaemonOptions(
+            config_path=config_path,
+            write_config=write_config,
+            plugins_dir=plugins_dir,
+            state_dir=state_dir,
+            watch=watch,
+            trust=trust,
+            find_links=find_links,
+            index_url=index_url,
+            index_poll=index_poll,
+            trial_limits=TrialLimits(
+                deadline=trial_timeout,
+                memory_mib=trial_memory,
+                cpu_seconds=trial_cpu,
+                open_files=trial_files,
+            ),
+            insecure_permissions=insecure_permissions,
+            isolation=isolation,
+            hot=tuple(HotTarget.parse(spec) for spec in hot_specs),
+        )
+        code = run_daemon_process(
+            options, grace=grace, factories=[boilerplate.new_factory, hello_probe.new_factory]
+        )
     except ControllerBusError as exc:
         raise fail(exc) from exc
     raise SystemExit(code)
@@ -203,8 +261,14 @@ def daemon(
     type=click.Path(path_type=Path, file_okay=False),
     help="Keep the demo's files here instead of a temporary directory.",
 )
+@click.option(
+    "--watch",
+    is_flag=True,
+    help="Keep running: serve plugins/hot-demo from a hot daemon and print every reload "
+    "(what changed, phase times, the greeting count carried over) until Ctrl-C.",
+)
 @click.pass_context
-def demo(ctx: click.Context, sources: Path | None, workdir: Path | None) -> None:
+def demo(ctx: click.Context, sources: Path | None, workdir: Path | None, watch: bool) -> None:
     """Compile, load, hot-reload and unload the example plugin, end to end.
 
     Runs in a temporary directory: compiles plugins/hot-demo (with its path
@@ -213,16 +277,28 @@ def demo(ctx: click.Context, sources: Path | None, workdir: Path | None) -> None
     old one is gone, rejects a corrupt wheel while the last good one keeps serving,
     and shuts down. Takes a few seconds.
 
+    With --watch, edit plugins/hot-demo or plugins/demo-greeting in another
+    window while it runs; a syntax error is shown with file:line and the previous
+    code keeps answering.
+
     \b
     Example:
       cbus demo
       cbus -v demo --workdir /tmp/cbus-demo
+      cbus demo --watch
     """
-    from controllerbus.cli.demo import run_demo
+    from controllerbus.cli.demo import demo_sources, run_demo
 
     if not ctx.find_root().params.get("verbose"):
         # The demo prints its own story; the daemon's log lines are for -v.
         logging.getLogger().setLevel(logging.CRITICAL)
+    if watch:
+        src = sources or demo_sources()
+        try:
+            asyncio.run(_watch_demo(src, workdir, in_place=src.name != "_demo"))
+        except ControllerBusError as exc:
+            raise fail(exc) from exc
+        return
     try:
         asyncio.run(run_demo(click.echo, sources=sources, workdir=workdir))
     except ControllerBusError as exc:
@@ -230,9 +306,23 @@ def demo(ctx: click.Context, sources: Path | None, workdir: Path | None) -> None
     click.echo("\ndemo finished")
 
 
+async def _watch_demo(sources: Path, workdir: Path | None, *, in_place: bool) -> None:
+    from controllerbus.hot.watch_demo import run_watch_demo
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await run_watch_demo(click.echo, stop, sources=sources, workdir=workdir, in_place=in_place)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
 @cli.group()
 def plugins() -> None:
-    """Inspect the plugins of a state directory."""
+    """Inspect the plugins of a state directory; pin wheels for production."""
 
 
 @plugins.command("list")
@@ -284,6 +374,35 @@ def plugins_retry(binary_id: str, state_dir: Path) -> None:
             f"plugin {binary_id} has no recorded crashes in {state_dir}; nothing to retry"
         )
     click.echo(f"plugin {binary_id}: cleared {len(cleared)} crashed generation(s); it will load")
+
+
+@plugins.command("trust")
+@click.argument("directory", type=click.Path(path_type=Path, file_okay=False, exists=True))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write the trust file here (atomically) instead of printing it.",
+)
+def plugins_trust(directory: Path, output: Path | None) -> None:
+    """Pin every wheel in DIRECTORY by sha256: print (or write) a trust file.
+
+    Plugins and dependency wheels alike; what `cbus daemon --trust` reads.
+
+    \b
+    Example:
+      cbus plugins trust dist-plugins -o dist-plugins/trust.txt
+    """
+    from controllerbus.loader.trustwriter import write_trust_file
+
+    try:
+        text = write_trust_file(directory, output)
+    except ControllerBusError as exc:
+        raise fail(exc) from exc
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        click.echo(f"pinned {text.count('--hash=')} wheel(s) in {output}", err=True)
 
 
 def format_manifest(records: Sequence[ManifestRecord]) -> str:

@@ -40,7 +40,7 @@ from controllerbus.loader.errors import (
     PluginFactoryError,
     PluginImportError,
 )
-from controllerbus.loader.plugin_resolver import PluginResolver
+from controllerbus.loader.plugin_resolver import ConstructHook, PluginResolver
 from controllerbus.loader.purge import LeakTracker, modules_under, purge_generation
 from controllerbus.loader.trial_child import describe_exception, inspect_plugin, shape_problem
 
@@ -142,8 +142,18 @@ def entry_point_of(verified: VerifiedWheel) -> tuple[str, str]:
     return points[0].name, points[0].value
 
 
-def activate(bus: Bus, generation: Generation, binary_id: str, entry_point: str) -> ActivePlugin:
+def activate(
+    bus: Bus,
+    generation: Generation,
+    binary_id: str,
+    entry_point: str,
+    *,
+    on_construct: ConstructHook | None = None,
+) -> ActivePlugin:
     """Import ``entry_point`` (``module:attr``) and put the plugin's factories on ``bus``.
+
+    ``on_construct`` sees every controller the plugin's factories construct (the
+    state handoff restores state there).
 
     Synchronous. Whatever the plugin raises (``SystemExit`` included), the generation
     is purged again before the error leaves: nothing half-imported stays behind.
@@ -177,7 +187,9 @@ def activate(bus: Bus, generation: Generation, binary_id: str, entry_point: str)
     except BaseException:
         purge_generation(generation.path)
         raise
-    resolver = PluginResolver(bus, binary_id, obj.binary_version, factories)
+    resolver = PluginResolver(
+        bus, binary_id, obj.binary_version, factories, on_construct=on_construct
+    )
     controller = ResolverController(bus, resolver)
     task = bus.run_controller(controller)
     return ActivePlugin(

@@ -251,6 +251,12 @@ class PluginPrepareError(PluginActivationError):
     what = "failed its trial import in a subprocess"
 
 
+class PluginRestoreError(PluginActivationError):
+    """A controller of the new generation raised in ``restore(state)``; rolled back."""
+
+    what = "failed to restore the previous generation's state"
+
+
 class PluginQuarantined(PluginActivationError):
     """The daemon died activating this generation repeatedly; it is not loaded again.
 

@@ -13,6 +13,9 @@ it with the reason, logs it and records it in the manifest as ``rejected``. Noth
 is ignored without a word. With trust checks on (the host's
 ``strict_permissions``), the directory itself is checked when the loader starts
 (:mod:`~controllerbus.loader.permissions`).
+Wheels without a ``controllerbus.plugins`` entry point are dependency wheels (the
+directory is the default ``--find-links`` location) and are skipped, and so is the
+host's trust file if it lives here.
 
 The pass is planned first (:func:`plan_sync`, pure) and applied afterwards:
 
@@ -24,7 +27,8 @@ The pass is planned first (:func:`plan_sync`, pure) and applied afterwards:
 
 Each step goes in sorted order; one failing wheel is logged and recorded in the
 manifest and does not stop the others. A failed file is retried when its size or
-mtime changes. With ``watch`` the directory is watched with watchfiles: changes
+mtime changes, or when the host's trust file changed (a change of a trust file kept
+in the directory triggers a pass). With ``watch`` the directory is watched with watchfiles: changes
 are debounced (a pass runs once the directory has been quiet for ``step`` ms, at
 most ``debounce`` ms after the first change), and a watcher that cannot be set up
 ends the controller with an error instead of silently missing changes.
@@ -53,7 +57,9 @@ from controllerbus.bus.protocols import (
 )
 from controllerbus.errors import LoaderError
 from controllerbus.loader.candidates import Candidate, is_temporary, scan_candidates
+from controllerbus.loader.depwheel import split_dependency_wheels
 from controllerbus.loader.permissions import check_directory
+from controllerbus.plugin import ENTRY_POINT_GROUP
 
 if TYPE_CHECKING:
     from watchfiles import Change
@@ -244,6 +250,8 @@ class FilesystemLoaderController:
     synced: asyncio.Event = field(default_factory=asyncio.Event)
     stopped: asyncio.Event = field(default_factory=asyncio.Event)
     passes: int = 0
+    trust_seen: object = None
+    dependencies: set[Path] = field(default_factory=set)
 
     def get_controller_info(self) -> ControllerInfo:
         return ControllerInfo(
@@ -304,6 +312,17 @@ class FilesystemLoaderController:
         (left by ``--no-cleanup``) gets its turn, and nothing is retried twice.
         """
         found, others = await asyncio.to_thread(scan_plugins_dir, self.directory)
+        found = await asyncio.to_thread(self._without_dependencies, found)
+        trust = self.host.policy.trust
+        if trust is not None:
+            others.pop(trust.path, None)  # the host's own trust file may live here
+        trust_key = await asyncio.to_thread(self.host.policy.trust_key)
+        if trust_key != self.trust_seen:
+            # A changed trust file may pin wheels it refused before: retry them once.
+            if self.passes:
+                for path in [p for p in self.failed if p in found]:
+                    del self.failed[path]
+            self.trust_seen = trust_key
         await self._reject(others)
         first: SyncPlan | None = None
         for _ in range(len(found) + 1):
@@ -323,6 +342,8 @@ class FilesystemLoaderController:
                 await self._unload(path)
             for old, new in plan.replace:
                 await self._load(new, found[new], replacing=old)
+            if len(plan.load) > 1:
+                await self.host.install_ahead(plan.load)
             for path in plan.load:
                 await self._load(path, found[path])
             if len(self.failed) == failures:
@@ -330,6 +351,20 @@ class FilesystemLoaderController:
         self.passes += 1
         self.synced.set()
         return first or SyncPlan()
+
+    def _without_dependencies(self, found: dict[Path, FileStat]) -> dict[Path, FileStat]:
+        """``found`` minus dependency wheels (this directory is the default find-links)."""
+        loaded = [_distribution(p) for p in self.loaded]
+        _plugins, deps = split_dependency_wheels(found, loaded)
+        for path in sorted(set(deps) - self.dependencies):
+            logger.info(
+                "plugins dir: %s is a dependency wheel (no %s entry point): not loaded as a "
+                "plugin, installed into the generations of plugins that require it",
+                path.name,
+                ENTRY_POINT_GROUP,
+            )
+        self.dependencies = set(deps)
+        return {p: st for p, st in found.items() if p not in self.dependencies}
 
     async def _reject(self, others: Mapping[Path, Candidate]) -> None:
         """Offer each new or changed non-wheel entry to the host, which refuses and records it."""

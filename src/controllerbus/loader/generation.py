@@ -16,6 +16,16 @@ four times faster than ``virtualenv`` for this, without its ~100 ms import (see
    directory. Any failure removes the temp directory and raises
    :class:`~controllerbus.loader.errors.InstallError`; a half-installed generation is
    never visible.
+3. Fast path (``plan_install(..., defer_finish=True)``, what the plugin host uses):
+   byte-compiling and the fsync of the tree are not needed to *serve*, so
+   :func:`apply_install` publishes without them and :func:`finish_install` does
+   them after the switch (on a thread). The generation is complete when it is
+   renamed into place (a ``kill -9`` cannot tear it: the page cache survives the
+   process); ``cbus-durable`` is written only after the fsync, and a generation
+   without it (a power loss before the fsync) is never reused: it is replaced.
+   The fast path also copies the venv from a skeleton built once per interpreter
+   in ``<state-dir>/cache/`` (a copy of a few symlinks and ``pyvenv.cfg``, instead
+   of running the venv builder each time).
 
 Location independence: the venv's ``bin/python`` symlinks name the base interpreter
 by absolute path and everything else is relative, so the rename is safe. The stdlib
@@ -46,6 +56,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import site
 import sys
 import sysconfig
@@ -63,12 +74,15 @@ from controllerbus.loader.errors import InstallError, LoaderError, WheelChanged
 from controllerbus.loader.verify import VerifiedWheel, verify_wheel
 
 __all__ = [
+    "DURABLE_MARKER",
     "GENERATION_MARKER",
     "HOST_PTH",
     "Generation",
     "GenerationId",
     "InstallPlan",
     "apply_install",
+    "finish_install",
+    "generation_id_of",
     "host_site_dirs",
     "install_wheel",
     "plan_install",
@@ -77,10 +91,14 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 GenerationId = NewType("GenerationId", str)
-"""A generation's id: the hex sha256 of its wheel file."""
+"""A generation's id: the hex sha256 of its wheel file, or with dependency wheels
+the sha256 of the plugin's and the dependencies' sha256s (:func:`generation_id`)."""
 
 GENERATION_MARKER = "cbus-generation.json"
 """File at a generation's root describing it; written last before publishing."""
+
+DURABLE_MARKER = "cbus-durable"
+"""Written (and synced) once the generation's whole tree is on disk."""
 
 HOST_PTH = "_cbus_host.pth"
 """The ``.pth`` file that makes the host's site directories visible to a generation."""
@@ -104,6 +122,8 @@ class InstallPlan:
         python_version: ``major.minor.micro`` of that interpreter.
         host_site_dirs: host site directories written into ``_cbus_host.pth``.
         compile_bytecode: byte-compile installed modules before publishing.
+        dependencies: dependency wheels installed into the same venv, after the plugin.
+        defer_finish: publish first; bytecode and fsync in :func:`finish_install`.
     """
 
     wheel: VerifiedWheel
@@ -116,6 +136,8 @@ class InstallPlan:
     python_version: str
     host_site_dirs: tuple[str, ...]
     compile_bytecode: bool = True
+    dependencies: tuple[VerifiedWheel, ...] = ()
+    defer_finish: bool = False
 
     @property
     def final_python(self) -> Path:
@@ -184,6 +206,8 @@ def plan_install(
     *,
     site_dirs: Sequence[str] | None = None,
     compile_bytecode: bool = True,
+    dependencies: Sequence[VerifiedWheel] = (),
+    defer_finish: bool = False,
 ) -> InstallPlan:
     """Decide where and how ``wheel`` becomes a generation. Pure: touches no files.
 
@@ -194,9 +218,13 @@ def plan_install(
             :func:`host_site_dirs` of the running interpreter, minus ``state_dir``.
         compile_bytecode: byte-compile the installed modules (the published
             generation is then never written to by later imports).
+        dependencies: verified dependency wheels to install with the plugin.
+        defer_finish: leave bytecode and the fsync to :func:`finish_install`, after
+            the generation serves (see the module docstring, fast path).
     """
     state_dir = Path(os.path.abspath(state_dir))
-    generation_id = GenerationId(wheel.sha256)
+    deps = tuple(sorted(dependencies, key=lambda w: w.name))
+    generation_id = generation_id_of(wheel.sha256, [d.sha256 for d in deps])
     marker = "/__cbus_root__"
     # sysconfig's "venv" scheme (3.11+) is what venv.EnvBuilder itself uses; expand it
     # with a marker base and strip it again to get paths relative to the venv root.
@@ -222,7 +250,19 @@ def plan_install(
         if site_dirs is not None
         else host_site_dirs(exclude=[state_dir]),
         compile_bytecode=compile_bytecode,
+        dependencies=deps,
+        defer_finish=defer_finish,
     )
+
+
+def generation_id_of(wheel_sha256: str, dependency_sha256s: Sequence[str] = ()) -> GenerationId:
+    """The id of a generation: the plugin wheel's sha256 alone, or with dependency wheels
+    the sha256 of ``"<plugin sha>\n<dep sha>\n..."`` (dependency shas sorted), so a
+    changed dependency makes a new generation."""
+    if not dependency_sha256s:
+        return GenerationId(wheel_sha256)
+    text = "\n".join([wheel_sha256, *sorted(dependency_sha256s)]) + "\n"
+    return GenerationId(hashlib.sha256(text.encode("ascii")).hexdigest())
 
 
 def _marker(plan: InstallPlan) -> dict[str, Any]:
@@ -232,6 +272,7 @@ def _marker(plan: InstallPlan) -> dict[str, Any]:
         "wheel": plan.wheel.path.name,
         "distribution": plan.wheel.name,
         "version": str(plan.wheel.version),
+        "dependencies": [f"{d.path.name} sha256:{d.sha256}" for d in plan.dependencies],
         "python_version": plan.python_version,
         "base_executable": plan.base_executable,
         "host_site_dirs": list(plan.host_site_dirs),
@@ -245,6 +286,8 @@ def _reuse_mismatch(plan: InstallPlan) -> str | None:
         found = json.loads((plan.final_dir / GENERATION_MARKER).read_text("utf-8"))
     except (OSError, ValueError) as exc:
         return f"its {GENERATION_MARKER} is unreadable ({exc})"
+    if not (plan.final_dir / DURABLE_MARKER).is_file():
+        return f"it has no {DURABLE_MARKER} (the process stopped before it was synced to disk)"
     expected = _marker(plan)
     for key in ("format", "id", "python_version", "base_executable", "host_site_dirs"):
         if found.get(key) != expected[key]:
@@ -287,6 +330,30 @@ def _create_venv(root: Path) -> None:
     _GenerationBuilder(with_pip=False, symlinks=True, system_site_packages=False).create(root)
 
 
+def _skeleton_venv(plan: InstallPlan, root: Path) -> None:
+    """Create the venv at ``root`` as a copy of a skeleton venv built once per interpreter.
+
+    The stdlib builder's output is location-independent here (see the module
+    docstring), so a copy of it is as good as a fresh one, and much cheaper.
+    """
+    key = hashlib.sha256(f"{plan.base_executable}\0{plan.python_version}".encode()).hexdigest()
+    cache = plan.tmp_root.parent / "cache"
+    skeleton = cache / f"venv-{plan.python_version}-{key[:12]}"
+    if not (skeleton / "pyvenv.cfg").is_file():
+        cache.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(dir=cache, prefix=".skeleton."))
+        try:
+            _create_venv(work / "venv")
+            try:
+                os.replace(work / "venv", skeleton)
+            except OSError:
+                if not (skeleton / "pyvenv.cfg").is_file():
+                    raise  # not just another install publishing it first
+        finally:
+            _fs.remove_tree(work)
+    shutil.copytree(skeleton, root, symlinks=True)
+
+
 def _write_host_pth(site_packages: Path, site_dirs: Sequence[str]) -> None:
     lines = "".join(f"import site; site.addsitedir({d!r})\n" for d in site_dirs)
     (site_packages / HOST_PTH).write_text(lines, "utf-8")
@@ -324,18 +391,19 @@ def _compile_bytecode(plan: InstallPlan, venv_root: Path) -> None:
         )
 
 
-def _copy_verified(plan: InstallPlan, work: Path) -> Path:
+def _copy_verified(plan: InstallPlan, work: Path, wheel: VerifiedWheel | None = None) -> Path:
     """Copy the wheel into ``work`` and prove the copy has the verified sha256."""
+    wheel = wheel or plan.wheel
     wheel_dir = work / "wheel"
-    wheel_dir.mkdir()
-    copy = wheel_dir / plan.wheel.path.name
+    wheel_dir.mkdir(exist_ok=True)
+    copy = wheel_dir / wheel.path.name
     digest = hashlib.sha256()
-    with plan.wheel.path.open("rb") as src, copy.open("wb") as dst:
+    with wheel.path.open("rb") as src, copy.open("wb") as dst:
         while chunk := src.read(1024 * 1024):
             digest.update(chunk)
             dst.write(chunk)
-    if digest.hexdigest() != plan.wheel.sha256:
-        raise WheelChanged(plan.wheel.path, plan.wheel.sha256, digest.hexdigest())
+    if digest.hexdigest() != wheel.sha256:
+        raise WheelChanged(wheel.path, wheel.sha256, digest.hexdigest())
     return copy
 
 
@@ -395,16 +463,24 @@ def apply_install(plan: InstallPlan) -> Generation:
         work = Path(tempfile.mkdtemp(dir=plan.tmp_root, prefix=f"{plan.generation_id[:16]}."))
         venv_root = work / "venv"
         wheel_copy = _copy_verified(plan, work)
-        _create_venv(venv_root)
+        dep_copies = [_copy_verified(plan, work, dep) for dep in plan.dependencies]
+        if plan.defer_finish:
+            _skeleton_venv(plan, venv_root)
+        else:
+            _create_venv(venv_root)
         site_packages = venv_root / plan.schemes["purelib"]
         _run_installer(plan, venv_root, wheel_copy)
+        for dep_copy in dep_copies:
+            _run_installer(plan, venv_root, dep_copy)
         _write_host_pth(site_packages, plan.host_site_dirs)
-        if plan.compile_bytecode:
+        if plan.compile_bytecode and not plan.defer_finish:
             _compile_bytecode(plan, venv_root)
         (venv_root / GENERATION_MARKER).write_text(
             json.dumps(_marker(plan), indent=2) + "\n", "utf-8"
         )
-        _fs.fsync_tree(venv_root)
+        if not plan.defer_finish:
+            _fs.fsync_tree(venv_root)
+            _write_durable(venv_root)
         try:
             os.replace(venv_root, final)
         except OSError:
@@ -412,7 +488,8 @@ def apply_install(plan: InstallPlan) -> Generation:
             if final.is_dir() and _reuse_mismatch(plan) is None:
                 return _generation(plan, reused=True)
             raise
-        _fs.fsync_dir(final.parent)
+        if not plan.defer_finish:
+            _fs.fsync_dir(final.parent)
     except LoaderError:
         raise
     except Exception as exc:
@@ -427,6 +504,35 @@ def apply_install(plan: InstallPlan) -> Generation:
         extra={"generation": plan.generation_id},
     )
     return _generation(plan, reused=False)
+
+
+def _write_durable(root: Path) -> None:
+    (root / DURABLE_MARKER).write_text("synced\n", "utf-8")
+    _fs.fsync_dir(root)
+
+
+def finish_install(plan: InstallPlan) -> bool:
+    """Byte-compile and fsync a generation published with ``defer_finish``; mark it durable.
+
+    Blocking; run it on a thread after the switch. A generation removed meanwhile
+    (replaced, garbage-collected) is skipped. Returns ``True`` if it is now durable.
+    """
+    final = plan.final_dir
+    if (final / DURABLE_MARKER).is_file():
+        return True
+    try:
+        if plan.compile_bytecode:
+            import compileall
+
+            compileall.compile_dir(plan.final_site_packages, quiet=2, workers=1)
+        _fs.fsync_tree(final)
+        _write_durable(final)
+        _fs.fsync_dir(final.parent)
+    except OSError as exc:
+        if final.is_dir():
+            logger.warning("generation %s: finishing the install failed: %s", final, exc)
+        return False
+    return True
 
 
 def _describe(exc: BaseException) -> str:

@@ -36,10 +36,10 @@ import dataclasses
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from controllerbus.ipc.host import ProcessPlugin, ProcessPluginError
 from controllerbus.ipc.loading import (
@@ -66,8 +66,15 @@ from controllerbus.loader.errors import (
     LoaderError,
     PluginPrepareError,
     PluginQuarantined,
+    PluginRestoreError,
 )
-from controllerbus.loader.generation import Generation, apply_install, plan_install
+from controllerbus.loader.generation import (
+    Generation,
+    apply_install,
+    finish_install,
+    generation_id_of,
+    plan_install,
+)
 from controllerbus.loader.hostdeps import check_host_requirements
 from controllerbus.loader.manifest import (
     Manifest,
@@ -77,10 +84,14 @@ from controllerbus.loader.manifest import (
     wheel_key,
 )
 from controllerbus.loader.permissions import check_directory
+from controllerbus.loader.plugin_resolver import ConstructHook, StateHandoff
+from controllerbus.loader.production import LoadPolicy, install_all_ahead
 from controllerbus.loader.residue import Baseline, find_residue, record_thread_origins
 from controllerbus.loader.sandbox import DEFAULT_LIMITS, TrialLimits
 from controllerbus.loader.trial import TrialRunner, default_trial_runner
+from controllerbus.loader.trust import UntrustedWheel
 from controllerbus.loader.verify import VerifiedWheel, verify_wheel
+from controllerbus.loader.wheelsource import Resolution
 
 if TYPE_CHECKING:
     from controllerbus.bus.bus import Bus
@@ -103,6 +114,7 @@ class LoadResult:
         reused: the generation directory already existed.
         unchanged: this exact wheel was already active; nothing was done.
         replaced: the unload report of the generation this one replaced.
+        phases: milliseconds per phase (verify, install, trial, stop old, activate, ...).
     """
 
     binary_id: str
@@ -113,6 +125,7 @@ class LoadResult:
     reused: bool = False
     unchanged: bool = False
     replaced: UnloadReport | None = None
+    phases: dict[str, float] = field(default_factory=dict)
 
 
 class _Phases:
@@ -129,6 +142,14 @@ class _Phases:
 
     def __str__(self) -> str:
         return ", ".join(f"{name} {ms:.1f} ms" for name, ms in self._marks)
+
+    def as_dict(self) -> dict[str, float]:
+        return dict(self._marks)
+
+
+# Loop iterations given to the config set's restarts between the switch and the
+# leak check (idle iterations cost microseconds).
+_RESTART_ITERATIONS = 20
 
 
 class PluginHost:
@@ -151,8 +172,14 @@ class PluginHost:
             the old generation's objects are checked for leaks: the place to drop
             references to the old generation's objects (the daemon re-types its
             config set there, so configs of the old classes go away).
+        policy: trust file and dependency-wheel directories
+            (:class:`~controllerbus.loader.production.LoadPolicy`; default: no
+            pinning, no dependency wheels).
         insecure_permissions: trust the state directory and wheels even when someone
             else could write them (:mod:`~controllerbus.loader.permissions`).
+        handoff: carries controller state across reloads (``snapshot()`` before the
+            old generation stops, ``restore(state)`` as the new one's controllers are
+            constructed); a failed restore rolls the reload back.
 
     Raises:
         InsecurePath: the state directory is not trusted (see ``insecure_permissions``).
@@ -174,19 +201,25 @@ class PluginHost:
         on_change: Callable[[], Awaitable[None]] | None = None,
         limits: TrialLimits = DEFAULT_LIMITS,
         insecure_permissions: bool = False,
+        policy: LoadPolicy | None = None,
         isolation: Isolation = "inprocess",
         isolation_overrides: Mapping[str, Isolation] | None = None,
         process_options: Mapping[str, Any] | None = None,
+        handoff: StateHandoff | None = None,
     ) -> None:
         self._strict = not insecure_permissions
         if self._strict:
             check_directory(state.path, "state directory")
         self._bus = bus
+        self._policy = policy or LoadPolicy(exclude=(state.path,))
+        # Generations installed ahead (in parallel) for loads to come: spared by gc.
+        self._ahead: set[str] = set()
         self._isolation: Isolation = isolation
         self._isolation_overrides = dict(isolation_overrides or {})
         self._process_options = dict(process_options or {})
         self.spares = SparePool()
         """Warm spare children for process plugins (see docs/ipc.md)."""
+        self._handoff = handoff
         self._on_change = on_change
         self._state = state
         self._limits = limits
@@ -220,6 +253,11 @@ class PluginHost:
     def trials(self) -> TrialRunner:
         """The trial runner reloads use."""
         return self._trials
+
+    @property
+    def policy(self) -> LoadPolicy:
+        """The trust and dependency-wheel settings loads follow."""
+        return self._policy
 
     def active(self) -> dict[str, str]:
         """Active plugins: binary id → generation id."""
@@ -276,6 +314,15 @@ class PluginHost:
         async with self._lock:
             return await self._load(Path(wheel))
 
+    async def install_ahead(self, wheels: Sequence[Path]) -> None:
+        """Install the generations of independent ``wheels`` in parallel, not activating
+        them: the loads that follow find them installed (a cold start of many plugins).
+        Errors are left for those loads to report."""
+        async with self._lock:  # so no gc runs between an install and its recording
+            self._ahead |= await install_all_ahead(
+                self._state.path, self._policy, wheels, verify=self._verify
+            )
+
     async def _load(self, wheel: Path) -> LoadResult:
         started = time.perf_counter()
         phases = _Phases(started)
@@ -285,12 +332,18 @@ class PluginHost:
         # reference to the old plugin would make its unload look like a leak.
         old_generation: Generation | None = None
         try:
+            # Trust first: an unpinned file is refused before anything reads it as a zip.
+            trusted = await asyncio.to_thread(self._policy.check_trust, wheel)
             verified = await asyncio.to_thread(self._verify, wheel)
+            self._policy.same_bytes(trusted, verified)
             phases.mark("verify")
             key, ep_value = entry_point_of(verified)
             if key in self._active:
                 old_generation = self._active[key].generation
-            if old_generation is not None and old_generation.id == verified.sha256:
+            deps = await asyncio.to_thread(self._policy.resolve, verified)
+            new_id = generation_id_of(verified.sha256, deps.shas)
+            self._ahead.discard(new_id)  # this load owns it now
+            if old_generation is not None and old_generation.id == new_id:
                 return self._unchanged(key)
             crash = self._guard.crash(verified.sha256)
             if crash is not None and crash.status == "quarantined":
@@ -303,18 +356,23 @@ class PluginHost:
                 )
             isolation = self._isolation_of(key, verified)
             if isolation == "inprocess":  # a process plugin may conflict with the host
-                self._check_host(verified, key, old_generation)
-            plan = plan_install(self._state.path, verified)
+                self._check_host(verified, key, old_generation, deps)
+            plan = plan_install(
+                self._state.path, verified, dependencies=deps.wheels, defer_finish=True
+            )
             generation = await asyncio.to_thread(apply_install, plan)
             phases.mark("install")
             if isolation == "process":  # the new child's start is its trial
-                return await self._load_process(verified, generation, key, ep_value, started)
+                result = await self._load_process(verified, generation, key, ep_value, started)
+                # Like the in-process path: bytecode, fsync and cbus-durable after the switch.
+                await asyncio.to_thread(finish_install, plan)
+                return result
             await self._trial(generation, key, ep_value, suspect=crash is not None)
             phases.mark("trial")
         except LoaderError as exc:
             self._failed(key, wheel, verified, exc, serving=old_generation is not None)
             raise
-        detached = await self._deactivate(key) if old_generation is not None else None
+        detached = await self._deactivate(key, capture=True) if old_generation else None
         phases.mark("stop old")
         try:
             active = self._activate(generation, key, ep_value)
@@ -324,12 +382,26 @@ class PluginHost:
             await self._changed()
             if detached is not None:
                 await self._confirm(detached)
+            if self._handoff is not None:
+                self._handoff.finish(key)
             self._failed(key, wheel, verified, exc, serving=restored)
             raise
         self._active[key] = active
         self._trials.start()
         await self._changed()
         phases.mark("on_change")
+        if self._handoff is not None:
+            await self._handoff.settle(key)
+            phases.mark("handoff")
+            if (failure := self._handoff.restore_error(key)) is not None:
+                restore_error = PluginRestoreError(key, wheel, failure)
+                del active  # the failed generation must be able to die
+                await self._undo_switch(key, old_generation, detached, restore_error, verified)
+            self._handoff.finish(key)
+        # Let the restarted controllers start before the leak check's full garbage
+        # collections block the loop: they would stretch the serving gap by 100+ ms.
+        for _ in range(_RESTART_ITERATIONS):
+            await asyncio.sleep(0)
         replaced = await self._confirm(detached) if detached is not None else None
         phases.mark("leak check")
         load_ms = (time.perf_counter() - started) * 1000
@@ -345,6 +417,10 @@ class PluginHost:
             leaks=replaced.survivors if replaced is not None else (),
         )
         self._gc()
+        # The new code serves already; bytecode and fsync finish the generation now,
+        # off the serving path, and before load() returns.
+        await asyncio.to_thread(finish_install, plan)
+        phases.mark("finish")
         logger.info(
             "plugin %s %s active (generation %s, %.1f ms%s)",
             key,
@@ -362,6 +438,7 @@ class PluginHost:
             load_ms,
             reused=generation.reused,
             replaced=replaced,
+            phases=phases.as_dict(),
         )
 
     def _unchanged(self, binary_id: str) -> LoadResult:
@@ -376,13 +453,18 @@ class PluginHost:
             unchanged=True,
         )
 
-    def _check_host(self, verified: VerifiedWheel, binary_id: str, old: Generation | None) -> None:
+    def _check_host(
+        self, verified: VerifiedWheel, binary_id: str, old: Generation | None, deps: Resolution
+    ) -> None:
         # The generation being replaced is excluded: its modules do not "shadow"
-        # the new one, and its site-packages is not the host's.
+        # the new one, and its site-packages is not the host's. Requirements served
+        # by dependency wheels are not the host's business; their packages are checked
+        # for shadowing like the plugin's own.
         check_host_requirements(
-            verified.requires_dist,
+            deps.host_lines,
             plugin=binary_id,
-            first_party_packages=verified.top_level,
+            first_party_packages=(*verified.top_level, *deps.top_level),
+            installed=self._policy.host_distributions(),
             generation_path=old.path if old is not None else None,
             importable_shadows=True,
         )
@@ -475,13 +557,49 @@ class PluginHost:
         if not result.ok:
             raise PluginPrepareError(binary_id, generation.wheel.path, result.error)
 
+    def _construct_hook(self, binary_id: str) -> ConstructHook | None:
+        handoff = self._handoff
+        if handoff is None:
+            return None
+        return lambda config, controller: handoff.restore_into(binary_id, config, controller)
+
+    async def _undo_switch(
+        self,
+        key: str,
+        old: Generation | None,
+        detached: DetachedPlugin | UnloadReport | None,
+        exc: LoaderError,
+        verified: VerifiedWheel,
+    ) -> NoReturn:
+        """Take an activated generation off again (its state restore failed); raise ``exc``."""
+        assert self._handoff is not None
+        failed = await self._deactivate(key)
+        restored = False
+        if old is not None:
+            self._handoff.rearm(key)
+            restored = self._rollback(key, old)
+        await self._changed()
+        await self._handoff.settle(key)
+        await self._confirm(failed)
+        if detached is not None:
+            await self._confirm(detached)
+        self._handoff.finish(key)
+        self._failed(key, verified.path, verified, exc, serving=restored)
+        raise exc
+
     def _activate(self, generation: Generation, binary_id: str, ep_value: str) -> ActivePlugin:
         """:func:`activate`, between the crash guard's marker and a residue baseline."""
         baseline = Baseline.take()
         # A crash from here to end() marks the generation suspect on the next start.
         self._guard.begin(binary_id, generation.id, generation.wheel.path)
         try:
-            active = activate(self._bus, generation, binary_id, ep_value)
+            active = activate(
+                self._bus,
+                generation,
+                binary_id,
+                ep_value,
+                on_construct=self._construct_hook(binary_id),
+            )
         except BaseException:
             self._guard.end(generation.id, ok=False)
             raise
@@ -563,10 +681,18 @@ class PluginHost:
         except Exception:
             logger.exception("the on_change hook of the plugin host failed")
 
-    async def _deactivate(self, binary_id: str) -> DetachedPlugin | UnloadReport:
+    async def _deactivate(
+        self, binary_id: str, *, capture: bool = False
+    ) -> DetachedPlugin | UnloadReport:
         if isinstance(self._active.get(binary_id), ProcessActive):
             return await _stop_process_plugin(self._active.pop(binary_id))  # type: ignore[arg-type]
         # The popped plugin goes straight into deactivate(): no reference stays here.
+        if capture and self._handoff is not None:
+            # A reload: snapshot the controllers' state just before they stop.
+            active = self._active[binary_id]
+            if isinstance(active, ActivePlugin):
+                self._handoff.capture(binary_id, active.resolver.factories())
+            del active
         try:
             return await deactivate(
                 self._bus,
@@ -612,6 +738,14 @@ class PluginHost:
 
     # -- manifest and state ---------------------------------------------------------------------
 
+    def record_error(self, binary_id: str, source: str, error: str) -> None:
+        """Record a failure that happened before a wheel existed (a compile error).
+
+        A serving plugin's record stays active and carries ``error``; otherwise the
+        plugin is recorded as failed with ``source`` in place of the wheel.
+        """
+        self._book.failed(binary_id, Path(source), None, error, serving=binary_id in self._active)
+
     def _verify(self, wheel: Path) -> VerifiedWheel:
         if self._strict:
             check_directory(self._state.path, "state directory")
@@ -631,13 +765,13 @@ class PluginHost:
         status: PluginStatus = "failed"
         if isinstance(exc, PluginQuarantined):
             status = "quarantined"
-        elif isinstance(exc, (InvalidWheel, InsecurePath)):
+        elif isinstance(exc, (InvalidWheel, InsecurePath, UntrustedWheel)):
             status = "rejected"
         self._book.failed(key, wheel, verified, str(exc), serving=serving, status=status)
         self._gc()
 
     def _gc(self) -> None:
-        keep = {a.generation.id for a in self._active.values()}
+        keep = {a.generation.id for a in self._active.values()} | self._ahead
         try:
             removed = self._state.gc_generations(keep)
         except OSError as exc:

@@ -8,7 +8,10 @@ loaded plugin. Every factory is wrapped in a :class:`PluginFactory` that
 * has a factory context (an ``asyncio.Event``) set when the plugin unloads, so the
   resolver controller releases the ``ExecController`` directives it added;
 * remembers every controller it constructed, so unloading can remove them from the
-  bus and wait until they have stopped.
+  bus and wait until they have stopped;
+* hands every controller it constructs to an optional ``on_construct`` hook before
+  the bus runs it (the state handoff of :mod:`controllerbus.hot.handoff` restores
+  the previous generation's state there; the hook raising fails the construct).
 
 Unlike Go, a lookup that finds nothing returns ``None`` instead of a wrapper around
 nothing.
@@ -19,18 +22,46 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from collections.abc import Iterable, MutableSet
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, MutableSet
+from typing import TYPE_CHECKING, Any, Protocol
 
 from controllerbus.bus.protocols import ConfigConstructor, ConstructOpts, Controller, Factory
+from controllerbus.errors import ControllerBusError
 
 if TYPE_CHECKING:
     from controllerbus.bus.bus import Bus
     from controllerbus.bus.config import Config
 
-__all__ = ["PluginFactory", "PluginResolver"]
+__all__ = ["ConstructHook", "PluginFactory", "PluginResolver", "StateHandoff"]
 
 logger = logging.getLogger(__name__)
+
+
+ConstructHook = Callable[["Config", Controller], "str | None"]
+"""Called with the config and each controller a plugin factory constructs; a returned
+message fails the construct."""
+
+
+class StateHandoff(Protocol):
+    """Carries controller state across a reload (:class:`controllerbus.hot.handoff.Handoff`)."""
+
+    def capture(self, binary_id: str, factories: Iterable[PluginFactory]) -> None:
+        """Snapshot the controllers of a generation about to be stopped."""
+
+    def restore_into(self, binary_id: str, config: Config, controller: Controller) -> str | None:
+        """A plugin factory constructed ``controller``; a message fails the construct."""
+
+    async def settle(self, binary_id: str) -> None:
+        """Wait (bounded) until the restarted controllers have taken their state."""
+
+    def restore_error(self, binary_id: str) -> str | None:
+        """Why a restore of the reload in progress failed, or ``None``."""
+
+    def rearm(self, binary_id: str) -> None:
+        """Offer the captured state again (rollback)."""
+
+    def finish(self, binary_id: str) -> None:
+        """The reload is settled; drop the captured state."""
 
 
 def _controller_set() -> MutableSet[Any]:
@@ -40,8 +71,9 @@ def _controller_set() -> MutableSet[Any]:
 class PluginFactory:
     """Wraps one factory of a plugin; see the module docstring."""
 
-    def __init__(self, inner: Factory, bus: Bus) -> None:
+    def __init__(self, inner: Factory, bus: Bus, on_construct: ConstructHook | None = None) -> None:
         self._inner = inner
+        self._on_construct = on_construct
         self._bus = bus
         self._done = asyncio.Event()
         # Weak, so a stopped controller of a long-lived plugin is not kept alive here.
@@ -73,6 +105,11 @@ class PluginFactory:
             # A controller class with __slots__ and no __weakref__: keep it strongly
             # until unload instead.
             self._strong.append(controller)
+        if self._on_construct is not None and (error := self._on_construct(config, controller)):
+            # Only text leaves: the bus keeps construct errors, and a traceback through
+            # this frame would pin the factory (and so the plugin generation) alive.
+            del self, config, controller
+            raise ControllerBusError(error)
         return controller
 
     def factory_context(self) -> asyncio.Event:
@@ -102,7 +139,13 @@ class PluginResolver:
     """A factory resolver over one loaded plugin's factories."""
 
     def __init__(
-        self, bus: Bus, binary_id: str, binary_version: str, factories: Iterable[Factory]
+        self,
+        bus: Bus,
+        binary_id: str,
+        binary_version: str,
+        factories: Iterable[Factory],
+        *,
+        on_construct: ConstructHook | None = None,
     ) -> None:
         self._id = f"controllerbus/hot/plugin/{binary_id}/{binary_version}/static-resolver"
         self._factories: dict[str, PluginFactory] = {}
@@ -115,7 +158,7 @@ class PluginResolver:
                     config_id,
                 )
                 continue
-            self._factories[config_id] = PluginFactory(factory, bus)
+            self._factories[config_id] = PluginFactory(factory, bus, on_construct)
 
     def resolver_id(self) -> str:
         return self._id

@@ -8,6 +8,7 @@ Layout::
       manifest.json    see controllerbus.loader.manifest
       generations/<sha256>/   published generations (immutable)
       tmp/             work directories of installs and removals; emptied on entry
+      cache/           a skeleton venv per interpreter, copied by fast installs
 
 Only one process at a time may use a state directory: the lock is taken with a
 short timeout and a second process gets :class:`StateDirLocked` naming the holder's

@@ -251,6 +251,7 @@ def verify_wheel(
     supported_tags: Collection[Tag] | None = None,
     limits: WheelLimits = DEFAULT_LIMITS,
     strict_permissions: bool = False,
+    plugin: bool = True,
 ) -> VerifiedWheel:
     """Check a plugin wheel against every rule in this module's docstring.
 
@@ -264,6 +265,8 @@ def verify_wheel(
         limits: size limits checked before any member is decompressed.
         strict_permissions: refuse a file that it or a directory above it could be
             written by someone else (:mod:`~controllerbus.loader.permissions`).
+        plugin: require a ``controllerbus.plugins`` entry point; ``False`` for a
+            plugin's dependency wheel (every other rule still applies).
 
     Returns:
         The verified wheel's identity, entry points, requirements and layout.
@@ -315,7 +318,7 @@ def verify_wheel(
         records = _check_record(check, infos, read_contents=small_enough)
         meta_name, meta_version, requires = _check_metadata(check, file_name, file_version)
         _check_wheel_file(check)
-        entry_points = _check_entry_points(check)
+        entry_points = _check_entry_points(check) if plugin else ()
 
     name = file_name or meta_name
     version = file_version or meta_version

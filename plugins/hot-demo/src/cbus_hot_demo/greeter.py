@@ -1,8 +1,13 @@
-"""A controller answering the host-owned ``Hello`` directive with ``demo_greeting``."""
+"""A controller answering the host-owned ``Hello`` directive with ``demo_greeting``.
+
+It counts the greetings it gave and keeps counting across hot reloads: ``snapshot()``
+hands the count to the loader as plain data, ``restore(state)`` takes it back in
+the new generation (see docs/hot.md, State handoff).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import ClassVar
 
 import demo_greeting
@@ -32,21 +37,35 @@ class GreeterConfig(Config):
 
 
 class _HelloResolver:
-    def __init__(self, name: str, punctuation: str) -> None:
+    def __init__(self, name: str, punctuation: str, count: Callable[[], int]) -> None:
         self._name = name
         self._punctuation = punctuation
+        self._count = count
 
     async def resolve(self, handler: ResolverHandler) -> None:
         text = demo_greeting.greet(self._name) + self._punctuation
-        handler.add_value(HelloReply(text=text, responder=CONTROLLER_ID))
+        handler.add_value(HelloReply(text=text, responder=CONTROLLER_ID, count=self._count()))
 
 
 class GreeterController:
-    """Answers ``Hello(name)``."""
+    """Answers ``Hello(name)``, counting the greetings (state kept across reloads)."""
 
     def __init__(self, config: GreeterConfig, opts: ConstructOpts) -> None:
         self._config = config
         self._logger = opts.logger
+        self._greeted = 0
+
+    def snapshot(self) -> dict[str, int]:
+        """The state a reload carries over: plain JSON data."""
+        return {"greeted": self._greeted}
+
+    def restore(self, state: dict[str, int]) -> None:
+        """Take over the previous generation's count."""
+        self._greeted = int(state["greeted"])
+
+    def _next(self) -> int:
+        self._greeted += 1
+        return self._greeted
 
     def get_controller_info(self) -> ControllerInfo:
         return ControllerInfo(CONTROLLER_ID, VERSION, "greets through demo_greeting")
@@ -57,7 +76,7 @@ class GreeterController:
     def handle_directive(self, inst: DirectiveInstance) -> Sequence[Resolver]:
         directive = inst.get_directive()
         if isinstance(directive, Hello):
-            return [_HelloResolver(directive.name, self._config.punctuation)]
+            return [_HelloResolver(directive.name, self._config.punctuation, self._next)]
         return []
 
     def close(self) -> None:
