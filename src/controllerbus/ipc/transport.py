@@ -12,10 +12,12 @@ use :class:`Connection`:
   than ``max_buffered`` bytes are queued for a peer that does not read; frames
   sent with ``urgent=False`` wait (at most ``lazy_delay``) for the next urgent
   frame and share its write;
-* :meth:`Connection.recv` returns the next message or raises
-  :class:`ProtocolError` for a frame that is empty, larger than ``max_frame``, not
-  JSON or not a known message. A protocol error closes the connection: the caller
-  cannot resynchronise a byte stream after a bad length prefix.
+* received bytes are cut into frames and validated in the callback that read
+  them; :meth:`Connection.set_handler` hands each message to a synchronous handler
+  right there (no task wakes up per message), otherwise :meth:`Connection.recv`
+  returns the next one. A frame that is empty, larger than ``max_frame``, not JSON
+  or not a known message is a :class:`ProtocolError` and closes the connection:
+  nobody can resynchronise a byte stream after a bad length prefix.
 
 :func:`socketpair` makes the two ends used by a host and its child process.
 """
