@@ -196,3 +196,18 @@ async def test_lone_lazy_frame_goes_out_after_the_delay(
         got = await b.recv()
     assert isinstance(got, Heartbeat)
     assert got.seq == 7
+
+
+async def test_a_larger_frame_limit_set_later_still_receives_large_frames() -> None:
+    """A warm spare's connection gets the plugin's ``max_frame`` after it was opened."""
+    a_sock, b_sock = socketpair()
+    a = await open_connection(a_sock, name="a", max_frame=4096)
+    b = await open_connection(b_sock, name="b", max_frame=4096)
+    a.max_frame = b.max_frame = 1 << 20
+    big = ValueAdd(id=1, value_id=1, value=WireObject(type="m:T", data="x" * 300_000))
+    await a.send(big)
+    async with asyncio.timeout(5):
+        got = await b.recv()
+    assert got == big
+    await a.aclose()
+    await b.aclose()

@@ -111,7 +111,6 @@ class Connection:
         self._buf = bytearray()
         self._inbox: deque[tuple[Message, int]] = deque()
         self._inbox_bytes = 0
-        self._limit = 2 * max(max_frame, 1 << 16)  # buffered bytes before reading pauses
         self._paused = False
         self._failure: IPCError | None = None
         self._waiter: asyncio.Future[None] | None = None
@@ -131,6 +130,11 @@ class Connection:
         self._corked_urgent = False
         self._lazy_timer: asyncio.TimerHandle | None = None
         self.lazy_delay = lazy_delay
+
+    @property
+    def _limit(self) -> int:
+        """Bytes buffered here (unhandled) before reading pauses; at least two frames."""
+        return 2 * max(self.max_frame, 1 << 16)
 
     @property
     def closed(self) -> bool:
