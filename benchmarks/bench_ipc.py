@@ -12,17 +12,22 @@ Everything uses a real host bus (``new_core_bus``) and the echo plugin of
    ``exec_one_off`` + release, timed one by one; median and p99 in µs.
    Baselines in the same run: the same controller in-process, and the floor of a
    process hop on this machine (one ``heartbeat`` frame to a child and back over
-   the same transport, no bus).
+   the same transport, no bus). The three run interleaved in ten blocks, so the
+   machine's load hits them alike.
 2. **Throughput** of values streamed from a plugin (``Stream(n)`` → n values), in
    values per second, process vs in-process.
 3. **Reload, save to serving**, through a real ``PluginHost`` with two wheels of a
    tiny plugin (alternating): ``load()`` (verify, install a generation, switch)
    plus starting the plugin's controller and its first answer; in-process (with
    the default trial import) vs process isolation (the new child's start is the
-   trial).
-4. **Host RSS** over N start/serve/stop cycles of a process plugin (a reload of a
-   process plugin is exactly this: a new child, the old one ends): growth from the
-   end of the first cycle to the end of the last, from ``/proc/self/statm``.
+   trial). "save to serving": saves further apart than a spare's start (the
+   aftermath of the previous reload is over, 0.3 s pause, outside the timing);
+   "back to back": the next reload at once (a spare may still be starting).
+4. **Host RSS** over N back-to-back reloads of a process plugin through the
+   ``PluginHost`` (warm spares, a new child each time, the old one ends): growth
+   from the end of the first reload to the end of the last, from
+   ``/proc/self/statm``.
+5. **Fresh child** (no spare) start to serving, for comparison.
 """
 
 from __future__ import annotations
@@ -58,15 +63,18 @@ from controllerbus.loader.host import PluginHost  # noqa: E402
 from controllerbus.loader.state import StateDir  # noqa: E402
 
 ECHO_ID = "test/ipc/echo/1"
+_SPARES_USED: dict[str, int] = {}
 
 _PONG = """
 import asyncio, socket, sys
-from controllerbus.ipc.transport import open_connection
+from controllerbus.ipc.transport import ConnectionClosed, open_connection
 async def main():
     conn = await open_connection(socket.socket(fileno=int(sys.argv[1])))
-    while True:
-        msg = await conn.recv()
-        conn.send_nowait(msg)
+    try:
+        while True:
+            conn.send_nowait(await conn.recv())
+    except ConnectionClosed:
+        pass
 asyncio.run(main())
 """
 
@@ -126,24 +134,33 @@ async def _start_echo(bus: Bus, config: Any) -> Any:
     return ref
 
 
-async def _floor(n: int) -> list[float]:
+async def _pong() -> tuple[Any, Any]:
     parent, child = socketpair()
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-c", _PONG, str(child.fileno()), pass_fds=(child.fileno(),)
     )
     child.close()
-    conn = await open_connection(parent)
+    return proc, await open_connection(parent)
+
+
+async def _floor(conn: Any, n: int) -> list[float]:
     times = []
     for i in range(n + 20):
         start = time.perf_counter()
-        await conn.send(Heartbeat(seq=i))
+        conn.send_nowait(Heartbeat(seq=i + 1))
         await conn.recv()
         if i >= 20:
             times.append(time.perf_counter() - start)
-    await conn.aclose()
-    proc.kill()
-    await proc.wait()
     return times
+
+
+async def _interleaved(cases: dict[str, Any], n: int, blocks: int = 10) -> dict[str, list[float]]:
+    """Run every case in turns of ``n / blocks``, so the machine's load hits all alike."""
+    out: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(blocks):
+        for name, case in cases.items():
+            out[name] += await case(max(1, n // blocks))
+    return out
 
 
 async def _serve_once(bus: Bus) -> Any:
@@ -159,7 +176,10 @@ async def _serve_once(bus: Bus) -> Any:
     return ref
 
 
-async def _reloads(isolation: str, wheels: list[Path], repeat: int) -> list[float]:
+async def _reloads(
+    isolation: str, wheels: list[Path], repeat: int, *, spaced: bool, rss: list[int] | None = None
+) -> list[float]:
+    """Reload times, save to serving. ``spaced``: saves further apart than a spare start."""
     times = []
     with tempfile.TemporaryDirectory(prefix="bench-ipc-") as tmp:
         bus, _ = new_core_bus()
@@ -170,10 +190,17 @@ async def _reloads(isolation: str, wheels: list[Path], repeat: int) -> list[floa
             for i in range(1, repeat + 1):
                 ref.release()
                 del ref  # its handler's closure would keep the old controller alive
+                if spaced:  # the previous reload's aftermath is over, a spare is warm
+                    await host.spares.wait_ready()
+                    await asyncio.sleep(0.3)
                 started = time.perf_counter()
                 await host.load(wheels[i % 2])
                 ref = await _serve_once(bus)
                 times.append(time.perf_counter() - started)
+                if rss is not None:
+                    gc.collect()
+                    rss.append(_rss_kib())
+            _SPARES_USED[isolation] = host.spares.handed_out
             ref.release()
             del ref
             await asyncio.sleep(0.05)  # let the disposal run before the final unload
@@ -198,29 +225,42 @@ async def run(
     rows: list[Row] = []
     extra: dict[str, Any] = {}
 
-    # In-process baseline.
-    bus, static = new_core_bus()
-    static.add_factory(ipc_echo._factories(bus)[0])
-    ref = await _start_echo(bus, ipc_echo.EchoConfig())
-    inproc = await _round_trips(bus, round_trips, "in")
-    inproc_stream = await _stream(bus, stream)
-    ref.release()
-    await bus.aclose()
-    rows.append(_summary("round trip in-process", inproc))
-
-    # Process plugin.
+    # Round trips: in-process, process plugin and the bare frame hop, interleaved.
+    inbus, static = new_core_bus()
+    static.add_factory(ipc_echo._factories(inbus)[0])
+    inref = await _start_echo(inbus, ipc_echo.EchoConfig())
     bus, _ = new_core_bus()
     plugin = _plugin(bus)
     await plugin.start()
     ref = await _start_echo(bus, remote_config_class(ECHO_ID)())
-    proc = await _round_trips(bus, round_trips, "proc")
+    pong, pong_conn = await _pong()
+    samples = await _interleaved(
+        {
+            "in-process": lambda k: _round_trips(inbus, k, "in"),
+            "floor": lambda k: _floor(pong_conn, k),
+            "process": lambda k: _round_trips(bus, k, "proc"),
+        },
+        round_trips,
+    )
+    inproc, floor, proc = samples["in-process"], samples["floor"], samples["process"]
+    inproc_stream = await _stream(inbus, stream)
     proc_stream = await _stream(bus, stream)
+    await pong_conn.aclose()
+    pong.kill()
+    await pong.wait()
+    inref.release()
+    await inbus.aclose()
     ref.release()
     await plugin.stop()
     await bus.aclose()
-    floor = await _floor(round_trips)
+    rows.append(_summary("round trip in-process", inproc))
     rows.append(_summary("round trip hop floor (frame)", floor))
     rows.append(_summary("round trip process plugin", proc, baseline="round trip in-process"))
+    rows.append(
+        _summary(
+            "round trip process plugin vs floor", proc, baseline="round trip hop floor (frame)"
+        )
+    )
 
     rates = {
         "in-process": stream / inproc_stream,
@@ -236,29 +276,39 @@ async def run(
         for name, samples in (("in-process", inproc), ("process", proc), ("floor", floor))
     }
 
-    # Reloads through the plugin host.
+    # Reloads through the plugin host, and the host's RSS over many of them.
+    rss: list[int] = []
     with tempfile.TemporaryDirectory(prefix="bench-ipc-wheels-") as tmp:
         wheels = [
             make_wheel(Path(tmp), generation=name, conflict=False) for name in ("aaaa", "bbbbb")
         ]
-        inproc_reload = await _reloads("inprocess", wheels, reloads)
-        proc_reload = await _reloads("process", wheels, reloads)
+        inproc_reload = await _reloads("inprocess", wheels, reloads, spaced=True)
+        proc_reload = await _reloads("process", wheels, reloads, spaced=True)
+        spaced_spares = _SPARES_USED["process"]
+        burst = await _reloads("process", wheels, cycles, spaced=False, rss=rss)
     rows.append(_summary("reload in-process, save to serving", inproc_reload, note="trial: fork"))
     rows.append(
         _summary(
             "reload process plugin, save to serving",
             proc_reload,
             baseline="reload in-process, save to serving",
-            note="trial: the new child",
+            note=f"warm spare: {spaced_spares} of {reloads}",
+        )
+    )
+    rows.append(
+        _summary(
+            "reload process plugin, back to back",
+            burst,
+            baseline="reload in-process, save to serving",
+            note=f"warm spare: {_SPARES_USED['process']} of {cycles}",
         )
     )
 
-    # RSS over start/serve/stop cycles.
+    # Fresh children (no spare): start to serving.
     bus, _ = new_core_bus()
-    rss: list[int] = []
     start_times: list[float] = []
     config = remote_config_class(ECHO_ID)()
-    for _ in range(cycles):
+    for _ in range(10):
         started = time.perf_counter()
         plugin = _plugin(bus)
         await plugin.start()
@@ -270,15 +320,14 @@ async def run(
         ref.release()
         await plugin.stop()
         del plugin
-        gc.collect()
-        rss.append(_rss_kib())
     await bus.aclose()
     rows.append(
-        _summary("process plugin start to serving", start_times, note="spawn + ready + answer")
+        _summary("fresh child start to serving", start_times, note="spawn + ready + answer")
     )
     extra["cycles"] = cycles
     extra["rss_kib_after_first"] = rss[0]
     extra["rss_kib_after_last"] = rss[-1]
+    extra["rss_kib_max"] = max(rss)
     extra["rss_growth_kib"] = rss[-1] - rss[0]
     return rows, extra
 
@@ -286,7 +335,7 @@ async def run(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="fewer samples and cycles (CI)")
-    parser.add_argument("--cycles", type=int, help="process-plugin restart cycles (RSS)")
+    parser.add_argument("--cycles", type=int, help="process-plugin reloads for the host RSS")
     args = parser.parse_args(argv)
     round_trips = 300 if args.quick else 2000
     stream = 2000 if args.quick else 20000
@@ -300,9 +349,10 @@ def main(argv: list[str] | None = None) -> int:
         f"in-process {rates['in-process']:.0f}/s, process {rates['process']:.0f}/s"
     )
     print(
-        f"host RSS over {extra['cycles']} process-plugin cycles: "
-        f"{extra['rss_kib_after_first']} KiB -> {extra['rss_kib_after_last']} KiB "
-        f"({extra['rss_growth_kib']:+d} KiB)"
+        f"host RSS over {extra['cycles']} process-plugin reloads: "
+        f"{extra['rss_kib_after_first']} KiB after the first -> "
+        f"{extra['rss_kib_after_last']} KiB after the last "
+        f"({extra['rss_growth_kib']:+d} KiB, max {extra['rss_kib_max']} KiB)"
     )
     path = write_json("ipc", rows, extra=extra)
     print(f"JSON: {path}")

@@ -162,3 +162,52 @@ async def test_peer_close_is_connection_closed(pair: tuple[Connection, Connectio
         await b.recv()
     with pytest.raises(ConnectionClosed):
         await a.send(Heartbeat(seq=1))
+
+
+async def test_lazy_frame_rides_with_the_next_urgent_one(
+    pair: tuple[Connection, Connection],
+) -> None:
+    a, b = pair
+    writes: list[bytes] = []
+    real_write = a._writer.write
+
+    def counting_write(data: bytes | bytearray | memoryview) -> None:
+        writes.append(bytes(data))
+        real_write(data)
+
+    a._writer.write = counting_write  # type: ignore[method-assign]
+    a.lazy_delay = 10.0  # only the urgent frame may take it out
+    a.send_nowait(Heartbeat(seq=1), urgent=False)
+    await asyncio.sleep(0.01)
+    assert writes == []  # still waiting for company
+    a.send_nowait(Heartbeat(seq=2))
+    got = [await b.recv() for _ in range(2)]
+    assert [getattr(m, "seq", None) for m in got] == [1, 2]  # order kept
+    assert len(writes) == 1  # one write for both
+
+
+async def test_lone_lazy_frame_goes_out_after_the_delay(
+    pair: tuple[Connection, Connection],
+) -> None:
+    a, b = pair
+    a.lazy_delay = 0.01
+    a.send_nowait(Heartbeat(seq=7), urgent=False)
+    async with asyncio.timeout(2):
+        got = await b.recv()
+    assert isinstance(got, Heartbeat)
+    assert got.seq == 7
+
+
+async def test_a_larger_frame_limit_set_later_still_receives_large_frames() -> None:
+    """A warm spare's connection gets the plugin's ``max_frame`` after it was opened."""
+    a_sock, b_sock = socketpair()
+    a = await open_connection(a_sock, name="a", max_frame=4096)
+    b = await open_connection(b_sock, name="b", max_frame=4096)
+    a.max_frame = b.max_frame = 1 << 20
+    big = ValueAdd(id=1, value_id=1, value=WireObject(type="m:T", data="x" * 300_000))
+    await a.send(big)
+    async with asyncio.timeout(5):
+        got = await b.recv()
+    assert got == big
+    await a.aclose()
+    await b.aclose()

@@ -87,7 +87,7 @@ class _Asked:
 class _Served:
     """A directive the peer asked for, added on the local bus (server side)."""
 
-    __slots__ = ("bridge", "inst", "ref", "remote_id", "skipped")
+    __slots__ = ("bridge", "inst", "ref", "remote_id", "sent_values", "skipped")
 
     def __init__(self, bridge: Bridge, remote_id: int) -> None:
         self.bridge = bridge
@@ -95,6 +95,7 @@ class _Served:
         self.inst: DirectiveInstance | None = None
         self.ref: Reference | None = None
         self.skipped: set[int] = set()
+        self.sent_values = False
 
     def handle_value_added(self, inst: DirectiveInstance, value: AttachedValue) -> None:
         if self.bridge.importing is inst:
@@ -106,6 +107,7 @@ class _Served:
             self.skipped.add(value.value_id)
             logger.warning("%s: value of %s not sent: %s", self.bridge.name, inst, exc)
             return
+        self.sent_values = True
         self.bridge.send(ValueAdd(id=self.remote_id, value_id=value.value_id, value=wire))
 
     def handle_value_removed(self, inst: DirectiveInstance, value: AttachedValue) -> None:
@@ -142,12 +144,16 @@ class Bridge:
         self._next_id += 1
         return self._next_id
 
-    def send(self, message: Message) -> None:
-        """Send without waiting; a failure ends the connection (reported once)."""
+    def send(self, message: Message, *, urgent: bool = True) -> None:
+        """Send without waiting; a failure ends the connection (reported once).
+
+        ``urgent=False`` for bookkeeping the peer does not wait on (see
+        :meth:`~controllerbus.ipc.transport.Connection.send_nowait`).
+        """
         if self.closed:
             return
         try:
-            self.conn.send_nowait(message)
+            self.conn.send_nowait(message, urgent=urgent)
         except IPCError as exc:
             self.fatal(str(exc))
 
@@ -182,7 +188,8 @@ class Bridge:
         for local_id in asked.ids.values():
             asked.handler.remove_value(local_id)
         asked.ids.clear()
-        self.send(Release(id=asked.remote_id, what="directive"))
+        # Nobody waits for a release: it rides along with the next request.
+        self.send(Release(id=asked.remote_id, what="directive"), urgent=False)
 
     def _on_value_add(self, msg: ValueAdd) -> None:
         asked = self.asked.get(msg.id)
@@ -265,7 +272,9 @@ class Bridge:
 
         def idle() -> None:
             if self.served.get(msg.id) is served:
-                self.send(DirectiveIdle(id=msg.id))
+                # After values, idle is a hint the requester rarely waits for; without
+                # values it is the answer ("nothing here") and goes at once.
+                self.send(DirectiveIdle(id=msg.id), urgent=not served.sent_values)
 
         inst.add_idle_callback(idle)
 
@@ -338,12 +347,11 @@ class _ForwardResolver:
         asked = self._asked
         if asked is None:
             return
-        try:
-            await asked.done.wait()
-        except asyncio.CancelledError:
-            bridge.forget(asked)
-            self._asked = None
-            raise
+        # Cancelled (e.g. the directive reached its value cap): the peer's reference
+        # and its values stay, as a cancelled local resolver's values do; a restart
+        # of this resolver waits on the same request. The reference goes when the
+        # instance is disposed (dispose callback) or the connection ends.
+        await asked.done.wait()
 
 
 class ForwardController:

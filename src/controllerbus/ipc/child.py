@@ -13,6 +13,14 @@ No orphans: on Linux the child asks the kernel for ``SIGKILL`` when its parent d
 (``prctl(PR_SET_PDEATHSIG)``), and checks the parent did not die before that call;
 everywhere, the end of the socket (the host closed it or died) ends the child.
 
+Warm spare (``--spare``, no ``--entry-point``): the child does its heavy imports
+(pydantic, the bus, this package) and says ``hello`` listing the packages it has
+imported, then waits, bound to no generation, until the host sends ``assign``:
+the plugin's entry point and its generation's site-packages, which go first on
+``sys.path`` (their ``.pth`` files processed, except the one that adds the host's
+site directories, which the spare already has). From there it is the same child.
+Nothing of the plugin is imported before ``assign``.
+
 Exit codes: 0 host closed the connection, 2 the plugin could not be loaded, 3 the
 host sent something invalid.
 """
@@ -23,10 +31,12 @@ import argparse
 import asyncio
 import contextlib
 import ctypes
+import gc
 import importlib
 import logging
 import os
 import signal
+import site
 import socket
 import sys
 from collections.abc import Sequence
@@ -40,12 +50,14 @@ from controllerbus.ipc.bridge import Bridge, ForwardController
 from controllerbus.ipc.codec import Codec
 from controllerbus.ipc.messages import (
     PROTOCOL_VERSION,
+    Assign,
     ControllerState,
     Error,
     FactoryInfo,
     Heartbeat,
     Hello,
     LoadController,
+    Message,
     Ready,
     Release,
 )
@@ -53,11 +65,12 @@ from controllerbus.ipc.transport import (
     DEFAULT_MAX_FRAME,
     Connection,
     ConnectionClosed,
+    IPCError,
     ProtocolError,
     open_connection,
 )
 
-__all__ = ["main", "set_parent_death_signal"]
+__all__ = ["add_site_dirs", "main", "preloaded_packages", "serve_spare", "set_parent_death_signal"]
 
 logger = logging.getLogger("controllerbus.ipc.child")
 
@@ -133,40 +146,109 @@ class _Child:
         for av in _inst.get_values():  # joined an existing instance: state now
             added(_inst, av)
 
+    def on_message(self, msg: Message) -> None:
+        """One message from the host, handled in the callback that read it."""
+        try:
+            self._on_message(msg)
+        except ProtocolError as exc:
+            with contextlib.suppress(Exception):
+                self.conn.send_nowait(Error(message=str(exc)))  # flushed by the close
+            raise
+
+    def _on_message(self, msg: Message) -> None:
+        if isinstance(msg, Heartbeat):
+            self.send(Heartbeat(seq=msg.seq, ack=True))
+        elif isinstance(msg, LoadController):
+            self.load_controller(msg)
+        elif isinstance(msg, Release) and msg.what == "controller":
+            ref = self.controllers.pop(msg.id, None)
+            if ref is not None:
+                ref.release()
+        elif isinstance(msg, Error):
+            logger.error("host closed the connection: %s", msg.message)
+            self.conn.close(msg.message)
+        elif not self.bridge.dispatch(msg):
+            raise ProtocolError(f"unexpected {msg.kind!r} message from the host")
+
     async def serve(self) -> int:
-        while True:
-            try:
-                msg = await self.conn.recv()
-            except ConnectionClosed:
-                return 0
-            except ProtocolError as exc:
-                logger.error("%s", exc)
-                return 3
-            try:
-                if isinstance(msg, Heartbeat):
-                    self.send(Heartbeat(seq=msg.seq, ack=True))
-                elif isinstance(msg, LoadController):
-                    self.load_controller(msg)
-                elif isinstance(msg, Release) and msg.what == "controller":
-                    ref = self.controllers.pop(msg.id, None)
-                    if ref is not None:
-                        ref.release()
-                elif isinstance(msg, Error):
-                    logger.error("host closed the connection: %s", msg.message)
-                    return 0
-                elif not self.bridge.dispatch(msg):
-                    raise ProtocolError(f"unexpected {msg.kind!r} message from the host")
-            except ProtocolError as exc:
-                logger.error("%s", exc)
-                with contextlib.suppress(Exception):
-                    self.conn.send_nowait(Error(message=str(exc)))
-                return 3
+        loop = asyncio.get_running_loop()
+        failed: asyncio.Future[IPCError] = loop.create_future()
+
+        def on_failure(exc: IPCError) -> None:
+            if not failed.done():
+                failed.set_result(exc)
+
+        self.conn.set_handler(self.on_message, on_failure)
+        exc = await failed
+        if isinstance(exc, ProtocolError):
+            logger.error("%s", exc)
+            # The connection is closed already: the peer sees the end of the stream.
+            return 3
+        return 0
 
 
 async def serve(sock: socket.socket, entry_point: str, *, max_frame: int) -> int:
     """Serve the host over ``sock`` until it closes; return the exit code."""
     conn = await open_connection(sock, name="host", max_frame=max_frame)
     await conn.send(Hello(protocol=PROTOCOL_VERSION, pid=os.getpid()))
+    return await _serve_plugin(conn, entry_point)
+
+
+def preloaded_packages() -> list[str]:
+    """The top-level non-stdlib packages imported in this process."""
+    names = {name.partition(".")[0] for name in list(sys.modules)}
+    return sorted(n for n in names if n not in sys.stdlib_module_names and not n.startswith("_"))
+
+
+def add_site_dirs(site_dirs: Sequence[str], skip_pth: Sequence[str]) -> None:
+    """Put ``site_dirs`` first on ``sys.path`` and process their ``.pth`` files.
+
+    What a generation's interpreter does at start-up for its own site-packages
+    (``site.addsitedir``), less the ``.pth`` files in ``skip_pth``.
+    """
+    for directory in reversed(site_dirs):
+        if directory not in sys.path:
+            sys.path.insert(0, directory)
+    known = {os.path.normcase(os.path.abspath(p)) for p in sys.path if p}
+    for directory in site_dirs:
+        try:
+            names = sorted(n for n in os.listdir(directory) if n.endswith(".pth"))
+        except OSError:
+            continue
+        for name in names:
+            if name not in skip_pth:
+                site.addpackage(directory, name, known)
+
+
+async def serve_spare(sock: socket.socket, *, max_frame: int) -> int:
+    """Warm spare: say hello, wait for ``assign``, then serve that plugin."""
+    from controllerbus.core import new_core_bus  # noqa: F401  (the heavy imports, now)
+
+    gc.collect()
+    gc.freeze()  # start-up objects: never scanned again by the collector
+    conn = await open_connection(sock, name="host", max_frame=max_frame)
+    await conn.send(
+        Hello(protocol=PROTOCOL_VERSION, pid=os.getpid(), preloaded=preloaded_packages())
+    )
+    try:
+        msg = await conn.recv()
+    except ConnectionClosed:
+        return 0  # never needed: the host closed the pool
+    except ProtocolError as exc:
+        logger.error("%s", exc)
+        return 3
+    if not isinstance(msg, Assign):
+        logger.error("expected assign from the host, got %r", msg.kind)
+        await conn.aclose()
+        return 3
+    conn.max_frame = msg.max_frame
+    add_site_dirs(msg.site_dirs, msg.skip_pth)
+    for entry in reversed(msg.paths):
+        sys.path.insert(0, entry)
+    return await _serve_plugin(conn, msg.entry_point)
+
+
+async def _serve_plugin(conn: Connection, entry_point: str) -> int:
     from controllerbus.core import new_core_bus
 
     bus, static = new_core_bus()
@@ -216,11 +298,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Serve one controllerbus plugin to its host over an inherited socket.",
     )
     parser.add_argument("--fd", type=int, required=True, help="inherited socket descriptor")
-    parser.add_argument("--entry-point", required=True, help="plugin object, module:attr")
+    parser.add_argument("--entry-point", help="plugin object, module:attr")
+    parser.add_argument(
+        "--spare", action="store_true", help="warm spare: wait for the host to assign a plugin"
+    )
     parser.add_argument("--parent-pid", type=int, default=0, help="exit if the parent is gone")
     parser.add_argument("--path", action="append", default=[], help="prepend to sys.path")
     parser.add_argument("--max-frame", type=int, default=DEFAULT_MAX_FRAME)
     args = parser.parse_args(argv)
+    if not args.spare and not args.entry_point:
+        parser.error("--entry-point is required (or --spare)")
     set_parent_death_signal()
     if args.parent_pid and os.getppid() != args.parent_pid:
         return 0  # the parent died before the death signal was armed
@@ -231,6 +318,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for entry in reversed(args.path):
         sys.path.insert(0, entry)
     sock = socket.socket(fileno=args.fd)
+    if args.spare:
+        return asyncio.run(serve_spare(sock, max_frame=args.max_frame))
     return asyncio.run(serve(sock, args.entry_point, max_frame=args.max_frame))
 
 

@@ -60,19 +60,23 @@ from controllerbus.ipc.bridge import Bridge, ForwardController
 from controllerbus.ipc.codec import Codec
 from controllerbus.ipc.messages import (
     PROTOCOL_VERSION,
+    Assign,
     ControllerState,
     Error,
     FactoryInfo,
     Heartbeat,
     Hello,
     LoadController,
+    Message,
     Ready,
     Release,
 )
+from controllerbus.ipc.spare import Spare, SparePool, WarmSite, kill_process_group
 from controllerbus.ipc.transport import (
     DEFAULT_MAX_FRAME,
     Connection,
     ConnectionClosed,
+    IPCError,
     ProtocolError,
     open_connection,
     socketpair,
@@ -249,14 +253,15 @@ class _Session:
             self.reason = reason
         self.ended.set()
 
-    async def handshake(self, within: float) -> Ready:
+    async def handshake(self, within: float, *, hello_seen: bool = False) -> Ready:
         try:
             async with asyncio.timeout(within):
-                hello = await self.conn.recv()
-                if not isinstance(hello, Hello) or hello.protocol != PROTOCOL_VERSION:
-                    raise ProtocolError(
-                        f"expected hello (protocol {PROTOCOL_VERSION}), got {hello}"
-                    )
+                if not hello_seen:  # a warm spare said hello to its pool already
+                    hello = await self.conn.recv()
+                    if not isinstance(hello, Hello) or hello.protocol != PROTOCOL_VERSION:
+                        raise ProtocolError(
+                            f"expected hello (protocol {PROTOCOL_VERSION}), got {hello}"
+                        )
                 ready = await self.conn.recv()
         except TimeoutError:
             raise ProcessPluginError(
@@ -322,34 +327,42 @@ class _Session:
             if self._controllers.pop(n, None) is not None and not self.ended.is_set():
                 self.bridge.send(Release(id=n, what="controller"))
 
+    def _on_message(self, msg: Message) -> None:
+        """One message from the child, handled in the callback that read it."""
+        if isinstance(msg, Heartbeat) and msg.ack:
+            self._last_ack = time.monotonic()
+        elif isinstance(msg, ControllerState):
+            queue = self._controllers.get(msg.id)
+            if queue is not None:
+                queue.put_nowait(msg)
+        elif isinstance(msg, Error):
+            self.end(f"child reported an error: {msg.message}")
+            self.conn.close(self.reason)
+        elif not self.bridge.dispatch(msg):
+            raise ProtocolError(
+                f"{self.plugin.name}: unexpected {msg.kind!r} message from the child"
+            )
+
     async def _read(self) -> None:
-        count = 0
-        try:
-            while True:
-                msg = await self.conn.recv()
-                count += 1
-                if isinstance(msg, Heartbeat) and msg.ack:
-                    self._last_ack = time.monotonic()
-                elif isinstance(msg, ControllerState):
-                    queue = self._controllers.get(msg.id)
-                    if queue is not None:
-                        queue.put_nowait(msg)
-                elif isinstance(msg, Error):
-                    self.end(f"child reported an error: {msg.message}")
-                    return
-                elif not self.bridge.dispatch(msg):
-                    raise ProtocolError(
-                        f"{self.plugin.name}: unexpected {msg.kind!r} message from the child"
-                    )
-                if count % 64 == 0:
-                    await asyncio.sleep(0)  # a burst of values must not starve the host
-        except ConnectionClosed as exc:
-            # The socket usually ends because the child died: say how it died.
-            code = await _wait_exit(self.proc, 1.0)
-            self.end(f"child exited ({_exit_text(code)})" if code is not None else str(exc))
-        except ProtocolError as exc:
+        """Dispatch the child's messages until the connection ends; say why it ended."""
+        loop = asyncio.get_running_loop()
+        failed: asyncio.Future[IPCError] = loop.create_future()
+
+        def on_failure(exc: IPCError) -> None:
+            if not failed.done():
+                failed.set_result(exc)
+
+        self.conn.set_handler(self._on_message, on_failure)
+        exc = await failed
+        if self.ended.is_set():
+            return
+        if isinstance(exc, ProtocolError):
             logger.error("refused a message from the child: %s", exc)
             self.end(f"malformed message from the child: {exc}")
+            return
+        # The socket usually ends because the child died: say how it died.
+        code = await _wait_exit(self.proc, 1.0)
+        self.end(f"child exited ({_exit_text(code)})" if code is not None else str(exc))
 
     async def _heartbeat(self) -> None:
         plugin = self.plugin
@@ -410,9 +423,18 @@ async def _stop_process(proc: asyncio.subprocess.Process, *, grace: float) -> No
     # Closing the socket already tells the child to exit; give it ``grace`` seconds.
     if await _wait_exit(proc, grace) is not None:
         return
+    if _leads_group(proc.pid):  # a warm spare: its group goes with it
+        kill_process_group(proc)
     with contextlib.suppress(ProcessLookupError):
         proc.kill()
     await proc.wait()
+
+
+def _leads_group(pid: int) -> bool:
+    try:
+        return os.getpgid(pid) == pid
+    except OSError:
+        return False
 
 
 @dataclass
@@ -427,6 +449,10 @@ class ProcessPlugin:
         sys_path: extra ``sys.path`` entries for the child (tests; a generation's
             interpreter already has its site-packages).
         on_change: called after every status change (the manifest hook).
+        warm_site: the generation's site-packages, which lets a warm spare of
+            ``spares`` stand in for a fresh child of ``python`` (see
+            :mod:`controllerbus.ipc.spare`).
+        spares: the pool of warm spares (``None``: always a fresh child).
     """
 
     bus: Bus
@@ -443,6 +469,8 @@ class ProcessPlugin:
     backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
     stable_after: float = 10.0
     on_change: Callable[[ProcessPlugin], None] | None = None
+    warm_site: WarmSite | None = None
+    spares: SparePool | None = None
     status: ProcessStatus = field(default_factory=ProcessStatus)
     session: _Session | None = field(default=None, init=False)
     _supervisor: asyncio.Task[None] | None = field(default=None, init=False)
@@ -511,6 +539,48 @@ class ProcessPlugin:
 
     async def _spawn(self, *, attach: bool = True) -> _Session:
         self._changed(state="starting")
+        spare: Spare | None = None
+        if self.spares is not None:
+            spare = await self.spares.take(self.python, self.env, self.warm_site)
+        if spare is not None:
+            proc, conn = spare.proc, spare.conn
+            self.status.pid = proc.pid
+            conn.name = f"plugin {self.binary_id}"
+            conn.max_frame = self.max_frame
+        else:
+            proc, conn = await self._start_fresh()
+        session = _Session(self, proc, conn)
+        try:
+            if spare is not None:
+                site = self.warm_site
+                assert site is not None
+                await conn.send(
+                    Assign(
+                        entry_point=self.entry_point,
+                        site_dirs=[site.site_packages],
+                        skip_pth=list(site.skip_pth),
+                        paths=[str(p) for p in self.sys_path],
+                        max_frame=self.max_frame,
+                    )
+                )
+            await session.handshake(self.ready_timeout, hello_seen=spare is not None)
+        except BaseException:
+            session.end("failed to start")
+            await asyncio.shield(session.detach())
+            self._changed(state="failed", pid=None)
+            raise
+        finally:
+            if self.spares is not None:
+                self.spares.refill()  # the next spare starts once this child is up
+        self.ready = session.ready
+        if attach:
+            self.session = session
+            session.attach()
+            self._changed(state="serving", pid=proc.pid, started_at=time.monotonic())
+        return session
+
+    async def _start_fresh(self) -> tuple[asyncio.subprocess.Process, Connection]:
+        """A new child of ``python`` for this plugin, connected (hello not yet read)."""
         parent, child = socketpair()
         args = [
             "-m",
@@ -562,20 +632,7 @@ class ProcessPlugin:
             proc.kill()
             await asyncio.shield(proc.wait())
             raise
-        session = _Session(self, proc, conn)
-        try:
-            await session.handshake(self.ready_timeout)
-        except BaseException:
-            session.end("failed to start")
-            await asyncio.shield(session.detach())
-            self._changed(state="failed", pid=None)
-            raise
-        self.ready = session.ready
-        if attach:
-            self.session = session
-            session.attach()
-            self._changed(state="serving", pid=proc.pid, started_at=time.monotonic())
-        return session
+        return proc, conn
 
     async def _supervise(self, session: _Session) -> None:
         backoff = Backoff(self.backoff)

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from controllerbus.bus.bus import Bus
 from controllerbus.ipc.host import ProcessPlugin
+from controllerbus.ipc.spare import SparePool, WarmSite
 
 if TYPE_CHECKING:
     from controllerbus.loader.generation import Generation
@@ -86,14 +87,28 @@ def resolve_isolation(
 
 
 def process_plugin_for(
-    bus: Bus, generation: Generation, binary_id: str, entry_point: str, **options: Any
+    bus: Bus,
+    generation: Generation,
+    binary_id: str,
+    entry_point: str,
+    *,
+    spares: SparePool | None = None,
+    **options: Any,
 ) -> ProcessPlugin:
-    """A (not yet started) process plugin running ``generation``'s own interpreter."""
+    """A (not yet started) process plugin running ``generation``'s own interpreter.
+
+    With ``spares``, a warm spare of the same base interpreter may stand in for a
+    fresh ``<generation>/bin/python`` (see :mod:`controllerbus.ipc.spare`).
+    """
+    from controllerbus.loader.generation import HOST_PTH
+
     return ProcessPlugin(
         bus,
         binary_id=binary_id,
         python=generation.python,
         entry_point=entry_point,
+        warm_site=WarmSite(str(generation.site_packages), (HOST_PTH,)),
+        spares=spares,
         **options,
     )
 

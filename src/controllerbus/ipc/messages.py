@@ -11,7 +11,8 @@ keep their own counter and the message kind says whose number it is.
 
 Conversation::
 
-    child → host   hello           (protocol, pid)
+    child → host   hello           (protocol, pid; a warm spare: what it imported)
+    host  → child  assign          (a warm spare only: the plugin and its paths)
     child → host   ready | error   (the plugin's factories, or why it cannot load)
     host  → child  heartbeat       child answers heartbeat(ack=True)
     host  → child  load-controller child answers controller-state (running | error)
@@ -29,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, TypeAdapter
 
 __all__ = [
     "PROTOCOL_VERSION",
+    "Assign",
     "ControllerState",
     "DirectiveAdd",
     "DirectiveDispose",
@@ -84,6 +86,24 @@ class Hello(_Msg):
     kind: Literal["hello"] = "hello"
     protocol: int
     pid: int
+    preloaded: list[Annotated[str, Field(max_length=300)]] = Field(
+        default_factory=list, max_length=10_000
+    )
+    """A warm spare: the top-level packages it has imported (not the stdlib)."""
+
+
+class Assign(_Msg):
+    """Host → warm spare: serve this plugin (the spare imports nothing of it before)."""
+
+    kind: Literal["assign"] = "assign"
+    entry_point: Annotated[str, Field(min_length=3, max_length=300)]
+    site_dirs: list[Annotated[str, Field(max_length=4096)]] = []
+    """Site directories to put first on ``sys.path``, their ``.pth`` files processed."""
+    skip_pth: list[Annotated[str, Field(max_length=300)]] = []
+    """``.pth`` files of ``site_dirs`` not to process (the spare has their effect)."""
+    paths: list[Annotated[str, Field(max_length=4096)]] = []
+    """Plain ``sys.path`` entries, put before ``site_dirs``."""
+    max_frame: Annotated[int, Field(ge=1024)]
 
 
 class Ready(_Msg):
@@ -156,6 +176,7 @@ class Error(_Msg):
 
 Message = Annotated[
     Hello
+    | Assign
     | Ready
     | Heartbeat
     | LoadController

@@ -49,6 +49,7 @@ from controllerbus.ipc.loading import (
     process_plugin_for,
     resolve_isolation,
 )
+from controllerbus.ipc.spare import SparePool
 from controllerbus.loader.activation import (
     ActivePlugin,
     DetachedPlugin,
@@ -223,6 +224,8 @@ class PluginHost:
         self._isolation: Isolation = isolation
         self._isolation_overrides = dict(isolation_overrides or {})
         self._process_options = dict(process_options or {})
+        self.spares = SparePool()
+        """Warm spare children for process plugins (see docs/ipc.md)."""
         self._handoff = handoff
         self._on_change = on_change
         self._on_ids_changed = on_config_ids_changed
@@ -515,7 +518,9 @@ class PluginHost:
         The child's start is the reload's trial: a plugin that cannot import never
         gets that far, and the old generation (in-process or child) keeps serving.
         """
-        plugin = process_plugin_for(self._bus, generation, key, ep_value, **self._process_options)
+        plugin = process_plugin_for(
+            self._bus, generation, key, ep_value, spares=self.spares, **self._process_options
+        )
         try:
             await plugin.prepare()
         except ProcessPluginError as exc:
@@ -696,6 +701,7 @@ class PluginHost:
         for binary_id in reversed(list(self._active)):
             reports.append(await self.unload(binary_id))
         await self._trials_ahead.aclose()
+        await self.spares.aclose()
         await self._trials.aclose()
         return reports
 
