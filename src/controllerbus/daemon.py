@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Literal
 from controllerbus._fs import write_atomic
 from controllerbus.bus.bus import Bus
 from controllerbus.bus.directives import LoadControllerWithConfig
-from controllerbus.bus.executor import ControllerFailed, wait_exec_controller_running
-from controllerbus.bus.protocols import Factory, Reference
+from controllerbus.bus.executor import wait_exec_controller_running
+from controllerbus.bus.protocols import Factory
 from controllerbus.bus.resolver import StaticResolver
 from controllerbus.configset import ConfigSetConfig, RawControllerConfig, config_set_to_yaml
 from controllerbus.configset.applier import ConfigSetApplier, read_config_document
@@ -36,11 +36,11 @@ from controllerbus.core import new_core_bus
 from controllerbus.errors import LoaderError
 from controllerbus.loader.filesystem import (
     FilesystemLoaderConfig,
-    FilesystemLoaderController,
     new_filesystem_loader_factory,
 )
 from controllerbus.loader.host import PluginHost
 from controllerbus.loader.production import LoadPolicy, start_index_mirror
+from controllerbus.loader.running import RunningLoader
 from controllerbus.loader.sandbox import DEFAULT_LIMITS, TrialLimits
 from controllerbus.loader.state import StateDir
 from controllerbus.loader.trust import TrustPolicy
@@ -270,15 +270,13 @@ async def _cancel(task: asyncio.Task[None]) -> None:
 @dataclass(eq=False, slots=True)
 class _PluginLoader:
     host: PluginHost
-    controller: FilesystemLoaderController
-    ref: Reference
+    running: RunningLoader
 
     async def stop(self) -> None:
         """Release the loader's directive and wait until it has unloaded every plugin."""
-        self.ref.release()
         try:
             async with asyncio.timeout(60):
-                await self.controller.stopped.wait()
+                await self.running.stop()
         except TimeoutError:
             logger.error("plugins were still unloading after 60 s: %s", self.host.active())
 
@@ -292,12 +290,8 @@ async def _start_plugin_loader(
     directive = LoadControllerWithConfig(
         FilesystemLoaderConfig(dir=str(plugins_dir), watch=options.watch)
     )
-    try:
-        ctrl, _inst, ref = await wait_exec_controller_running(bus, directive)
-    except ControllerFailed as exc:
-        raise LoaderError(f"cannot start the plugin loader: {exc}") from exc
-    assert isinstance(ctrl, FilesystemLoaderController)
-    await ctrl.synced.wait()
+    # Waits on whichever loader instance runs now: the bus restarts a failed one.
+    loader = _PluginLoader(host, await RunningLoader.start(bus, directive))
     loaded = host.active()
     logger.info(
         "plugins dir %s: %d plugin(s) active%s",
@@ -305,4 +299,4 @@ async def _start_plugin_loader(
         len(loaded),
         f": {', '.join(loaded)}" if loaded else "",
     )
-    return _PluginLoader(host, ctrl, ref)
+    return loader

@@ -647,3 +647,60 @@ async def test_a_wheel_written_during_the_first_sync_is_not_missed(
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+# -- the daemon waits for the loader that is running now ------------------------------------------
+
+
+def _fail_first_scan(
+    monkeypatch: pytest.MonkeyPatch, then: Callable[[Path], None] = lambda _d: None
+) -> list[Path]:
+    """The first pass finds its plugins directory unreadable (EACCES), once.
+
+    Injected: the tests run as root, where a chmod cannot make a directory unreadable.
+    """
+    from controllerbus.loader import filesystem
+
+    real = filesystem.scan_plugins_dir
+    calls: list[Path] = []
+
+    def briefly_unreadable(directory: Path) -> tuple[dict[Path, FileStat], dict[Path, object]]:
+        calls.append(directory)
+        if len(calls) == 1:
+            then(directory)
+            raise PermissionError(13, "Permission denied", str(directory))
+        return real(directory)  # type: ignore[return-value]
+
+    monkeypatch.setattr(filesystem, "scan_plugins_dir", briefly_unreadable)
+    return calls
+
+
+async def test_the_daemon_waits_for_the_restarted_loaders_first_pass(
+    wheels: Wheels, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from controllerbus.daemon import DaemonOptions, daemon_session
+
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    drop(wheels.v1.wheel, plugins / wheels.v1.wheel.name)
+    calls = _fail_first_scan(monkeypatch)
+    options = DaemonOptions(plugins_dir=plugins, state_dir=tmp_path / "state", watch=False)
+    # The bus retries the loader after ~0.5 s; waiting on the failed instance never ends.
+    async with asyncio.timeout(15), daemon_session(options) as session:
+        assert len(calls) == 2
+        assert session.host is not None
+        assert session.host.active() == {wheels.binary_id: wheels.v1.sha256}
+
+
+async def test_the_daemon_fails_loudly_when_the_restarted_loader_cannot_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from controllerbus.daemon import DaemonOptions, daemon_session
+
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    _fail_first_scan(monkeypatch, then=lambda d: d.rmdir())
+    options = DaemonOptions(plugins_dir=plugins, state_dir=tmp_path / "state", watch=False)
+    with pytest.raises(LoaderError, match=r"cannot start the plugin loader: .* does not exist"):
+        async with asyncio.timeout(15), daemon_session(options):
+            pass
