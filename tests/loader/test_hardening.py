@@ -36,6 +36,7 @@ from controllerbus.loader.sandbox import (
     marked_processes,
     trial_leftovers,
 )
+from tests.helpers import eventually_sync
 
 # -- sandbox ----------------------------------------------------------------------------------
 
@@ -66,8 +67,15 @@ def test_kill_trial_ends_the_group_and_marked_processes_that_left_it() -> None:
     env = {**os.environ, "CBUS_TRIAL_ID": marker}
     leader = subprocess.Popen(["sleep", "60"], start_new_session=True, env=env)
     escaped = subprocess.Popen(["sleep", "60"], start_new_session=True, env=env)
+    pids = {leader.pid, escaped.pid}
     try:
-        assert {p for p, _c in marked_processes(marker)} == {leader.pid, escaped.pid}
+        # Popen returns once exec has begun; the kernel sets up the new environment a
+        # moment later, so /proc/<pid>/environ can still be empty right after it returns.
+        eventually_sync(
+            lambda: {p for p, _c in marked_processes(marker)} == pids,
+            within=5,
+            failure=lambda: f"marked: {marked_processes(marker)}, expected {pids}",
+        )
         left = trial_leftovers(leader.pid, marker)
         assert {p for p, _c in left} == {leader.pid, escaped.pid}
         killed = kill_trial(leader.pid, marker)

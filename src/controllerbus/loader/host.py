@@ -27,48 +27,38 @@ All public methods run on the event loop; blocking work (hashing, installing,
 subprocesses) goes to threads or asyncio subprocesses. Loads and unloads are
 serialised by a lock. :meth:`PluginHost.wait_for_generation` and
 :meth:`PluginHost.wait_for_record` let a caller await an outcome instead of polling.
+
+The host is the pipeline; its steps live beside it: :mod:`~controllerbus.loader.prechecks`
+(pure checks before install), :mod:`~controllerbus.loader.process_load` (the
+process-isolation path), :mod:`~controllerbus.loader.switch` (activation under the
+crash guard, rollback, crash recovery), :mod:`~controllerbus.loader.unload_check`
+(residue of an unload) and :mod:`~controllerbus.loader.load_result`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from controllerbus.ipc.host import ProcessPlugin, ProcessPluginError
-from controllerbus.ipc.loading import (
-    Isolation,
-    ProcessActive,
-    declared_isolation,
-    process_plugin_for,
-    resolve_isolation,
-)
+from controllerbus.ipc.host import ProcessPlugin
+from controllerbus.ipc.loading import Isolation, ProcessActive
 from controllerbus.ipc.spare import SparePool
 from controllerbus.loader.activation import (
     ActivePlugin,
     DetachedPlugin,
     UnloadReport,
-    activate,
     confirm_unload,
     deactivate,
     entry_point_of,
 )
 from controllerbus.loader.ahead import TrialsAhead
 from controllerbus.loader.crashguard import ActivationGuard
-from controllerbus.loader.errors import (
-    InsecurePath,
-    InvalidWheel,
-    LoaderError,
-    PluginPrepareError,
-    PluginQuarantined,
-    PluginRestoreError,
-)
+from controllerbus.loader.errors import LoaderError, PluginPrepareError, PluginRestoreError
 from controllerbus.loader.generation import (
     Generation,
     apply_install,
@@ -76,23 +66,25 @@ from controllerbus.loader.generation import (
     generation_id_of,
     plan_install,
 )
-from controllerbus.loader.hostdeps import check_host_requirements
-from controllerbus.loader.manifest import (
-    Manifest,
-    ManifestBook,
-    ManifestRecord,
-    PluginStatus,
-    wheel_key,
-)
+from controllerbus.loader.load_result import LoadResult, Phases, in_process_loaded
+from controllerbus.loader.manifest import Manifest, ManifestBook, ManifestRecord, wheel_key
 from controllerbus.loader.permissions import check_directory
-from controllerbus.loader.plugin_resolver import ConstructHook, StateHandoff
+from controllerbus.loader.plugin_resolver import StateHandoff
+from controllerbus.loader.prechecks import check_host, failure_status, refuse_quarantined
+from controllerbus.loader.process_load import (
+    config_ids,
+    isolation_of,
+    process_loaded,
+    start_process,
+    stop_process,
+)
 from controllerbus.loader.production import LoadPolicy, install_all_ahead
-from controllerbus.loader.residue import Baseline, find_residue, record_thread_origins
+from controllerbus.loader.residue import record_thread_origins
 from controllerbus.loader.sandbox import DEFAULT_LIMITS, TrialLimits
+from controllerbus.loader.switch import Switch
 from controllerbus.loader.trial import TrialRunner, default_trial_runner
-from controllerbus.loader.trust import UntrustedWheel
+from controllerbus.loader.unload_check import with_residue
 from controllerbus.loader.verify import VerifiedWheel, verify_wheel
-from controllerbus.loader.wheelsource import Resolution
 
 if TYPE_CHECKING:
     from controllerbus.bus.bus import Bus
@@ -101,51 +93,6 @@ if TYPE_CHECKING:
 __all__ = ["LoadResult", "PluginHost", "UnloadReport"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class LoadResult:
-    """A plugin now active on the bus.
-
-    Attributes:
-        binary_id / binary_version: the plugin's identity.
-        generation: the generation id (the wheel's sha256).
-        factories: config ids the plugin serves.
-        load_ms: verify + install + (trial import) + activate, in milliseconds.
-        reused: the generation directory already existed.
-        unchanged: this exact wheel was already active; nothing was done.
-        replaced: the unload report of the generation this one replaced.
-        phases: milliseconds per phase (verify, install, trial, stop old, activate, ...).
-    """
-
-    binary_id: str
-    binary_version: str
-    generation: str
-    factories: tuple[str, ...]
-    load_ms: float
-    reused: bool = False
-    unchanged: bool = False
-    replaced: UnloadReport | None = None
-    phases: dict[str, float] = field(default_factory=dict)
-
-
-class _Phases:
-    """Wall time of each phase of a load, for the debug log."""
-
-    def __init__(self, started: float) -> None:
-        self._last = started
-        self._marks: list[tuple[str, float]] = []
-
-    def mark(self, name: str) -> None:
-        now = time.perf_counter()
-        self._marks.append((name, (now - self._last) * 1000))
-        self._last = now
-
-    def __str__(self) -> str:
-        return ", ".join(f"{name} {ms:.1f} ms" for name, ms in self._marks)
-
-    def as_dict(self) -> dict[str, float]:
-        return dict(self._marks)
 
 
 # Loop iterations given to the config set's restarts between the switch and the
@@ -236,8 +183,6 @@ class PluginHost:
         self._trials_ahead = TrialsAhead(self._trials)
         self._guard = ActivationGuard(state.path)
         record_thread_origins()
-        # What existed before each active generation was imported (for the residue check).
-        self._baselines: dict[str, Baseline] = {}
         self._stop_timeout = stop_timeout
         self._active: dict[str, ActivePlugin | ProcessActive] = {}
         self._lock = asyncio.Lock()
@@ -245,7 +190,8 @@ class PluginHost:
         self.unload_reports: deque[UnloadReport] = deque(maxlen=32)
         """The most recent unload reports (reloads included), oldest first."""
         self._book = ManifestBook(state.path, on_write=self._on_record)
-        self._recover_crash()
+        self._switch = Switch(bus, self._guard, self._book, state.path, handoff)
+        self._switch.recover_crash()
 
     # -- queries -------------------------------------------------------------------------------
 
@@ -350,7 +296,7 @@ class PluginHost:
 
     async def _load(self, wheel: Path) -> LoadResult:
         started = time.perf_counter()
-        phases = _Phases(started)
+        phases = Phases(started)
         key = wheel_key(wheel)
         verified: VerifiedWheel | None = None
         # Only the old generation's identity is kept here, never its objects: a local
@@ -371,17 +317,10 @@ class PluginHost:
             if old_generation is not None and old_generation.id == new_id:
                 return self._unchanged(key)
             crash = self._guard.crash(verified.sha256)
-            if crash is not None and crash.status == "quarantined":
-                raise PluginQuarantined(
-                    key,
-                    wheel,
-                    f"the daemon died {crash.count} times while activating generation "
-                    f"{verified.sha256[:12]} (last at {crash.last})",
-                    self._state.path,
-                )
+            refuse_quarantined(crash, key, wheel, verified, self._state.path)
             isolation = self._isolation_of(key, verified)
             if isolation == "inprocess":  # a process plugin may conflict with the host
-                self._check_host(verified, key, old_generation, deps)
+                check_host(self._policy, verified, key, old_generation, deps)
             plan = plan_install(
                 self._state.path, verified, dependencies=deps.wheels, defer_finish=True
             )
@@ -400,7 +339,7 @@ class PluginHost:
         detached = await self._deactivate(key, capture=True) if old_generation else None
         phases.mark("stop old")
         try:
-            active = self._activate(generation, key, ep_value)
+            active = self._switch.activate(generation, key, ep_value)
             phases.mark("activate")
         except LoaderError as exc:
             restored = old_generation is not None and self._rollback(key, old_generation)
@@ -415,7 +354,7 @@ class PluginHost:
         old_ids = self._retired_ids.pop(key, ())
         self._active[key] = active
         self._trials.start()
-        await self._changed({*old_ids, *_config_ids(active)})
+        await self._changed({*old_ids, *config_ids(active)})
         phases.mark("on_change")
         if self._handoff is not None:
             await self._handoff.settle(key)
@@ -448,25 +387,7 @@ class PluginHost:
         # off the serving path, and before load() returns.
         await asyncio.to_thread(finish_install, plan)
         phases.mark("finish")
-        logger.info(
-            "plugin %s %s active (generation %s, %.1f ms%s)",
-            key,
-            active.binary_version,
-            generation.id[:12],
-            load_ms,
-            ", replaced " + replaced.generation[:12] if replaced is not None else "",
-            extra={"plugin": key, "generation": generation.id},
-        )
-        return LoadResult(
-            key,
-            active.binary_version,
-            generation.id,
-            tuple(active.resolver.config_ids()),
-            load_ms,
-            reused=generation.reused,
-            replaced=replaced,
-            phases=phases.as_dict(),
-        )
+        return in_process_loaded(key, active, generation, load_ms, replaced, phases)
 
     def _unchanged(self, binary_id: str) -> LoadResult:
         active = self._active[binary_id]
@@ -474,35 +395,15 @@ class PluginHost:
             binary_id,
             active.binary_version,
             active.generation.id,
-            tuple(_config_ids(active)),
+            tuple(config_ids(active)),
             0.0,
             reused=True,
             unchanged=True,
         )
 
-    def _check_host(
-        self, verified: VerifiedWheel, binary_id: str, old: Generation | None, deps: Resolution
-    ) -> None:
-        # The generation being replaced is excluded: its modules do not "shadow"
-        # the new one, and its site-packages is not the host's. Requirements served
-        # by dependency wheels are not the host's business; their packages are checked
-        # for shadowing like the plugin's own.
-        check_host_requirements(
-            deps.host_lines,
-            plugin=binary_id,
-            first_party_packages=(*verified.top_level, *deps.top_level),
-            installed=self._policy.host_distributions(),
-            generation_path=old.path if old is not None else None,
-            importable_shadows=True,
-        )
-
     def _isolation_of(self, binary_id: str, verified: VerifiedWheel) -> Isolation:
-        try:
-            declared = declared_isolation(verified, binary_id)
-        except ValueError as exc:
-            raise LoaderError(f"plugin {binary_id}: {exc}") from None
-        return resolve_isolation(
-            binary_id, declared, default=self._isolation, overrides=self._isolation_overrides
+        return isolation_of(
+            binary_id, verified, default=self._isolation, overrides=self._isolation_overrides
         )
 
     async def _load_process(
@@ -518,52 +419,31 @@ class PluginHost:
         The child's start is the reload's trial: a plugin that cannot import never
         gets that far, and the old generation (in-process or child) keeps serving.
         """
-        plugin = process_plugin_for(
-            self._bus, generation, key, ep_value, spares=self.spares, **self._process_options
+        plugin = await start_process(
+            self._bus, generation, key, ep_value, spares=self.spares, options=self._process_options
         )
-        try:
-            await plugin.prepare()
-        except ProcessPluginError as exc:
-            raise PluginPrepareError(key, generation.wheel.path, str(exc)) from None
         detached = await self._deactivate(key) if key in self._active else None
         plugin.begin()
         old_ids = self._retired_ids.pop(key, ())
         self._active[key] = ProcessActive(key, generation, plugin)
         plugin.on_change = lambda p: self._book.process_changed(key, p.status.as_dict())
-        await self._changed({*old_ids, *_config_ids(self._active[key])})
+        await self._changed({*old_ids, *config_ids(self._active[key])})
         replaced = await self._confirm(detached) if detached is not None else None
         load_ms = (time.perf_counter() - started) * 1000
-        config_ids = sorted(f.config_id for f in plugin.factories)
+        served = sorted(f.config_id for f in plugin.factories)
         self._book.loaded(
             verified,
             binary_id=key,
             binary_version=plugin.binary_version,
             wheel=verified.path,
             generation=generation.id,
-            factories=config_ids,
+            factories=served,
             load_ms=load_ms,
             leaks=replaced.survivors if replaced is not None else (),
             process=plugin.status.as_dict(),
         )
         self._gc()
-        logger.info(
-            "plugin %s %s active in process %s (generation %s, %.1f ms)",
-            key,
-            plugin.binary_version,
-            plugin.status.pid,
-            generation.id[:12],
-            load_ms,
-            extra={"plugin": key, "generation": generation.id},
-        )
-        return LoadResult(
-            key,
-            plugin.binary_version,
-            generation.id,
-            tuple(config_ids),
-            load_ms,
-            reused=generation.reused,
-            replaced=replaced,
-        )
+        return process_loaded(key, plugin, generation, served, load_ms, replaced)
 
     def process_plugin(self, binary_id: str) -> ProcessPlugin | None:
         """The running process plugin of ``binary_id`` (``None`` if in-process or absent)."""
@@ -586,12 +466,6 @@ class PluginHost:
                 await runner.aclose()
         if not result.ok:
             raise PluginPrepareError(binary_id, generation.wheel.path, result.error)
-
-    def _construct_hook(self, binary_id: str) -> ConstructHook | None:
-        handoff = self._handoff
-        if handoff is None:
-            return None
-        return lambda config, controller: handoff.restore_into(binary_id, config, controller)
 
     async def _undo_switch(
         self,
@@ -618,62 +492,12 @@ class PluginHost:
         self._failed(key, verified.path, verified, exc, serving=restored)
         raise exc
 
-    def _activate(self, generation: Generation, binary_id: str, ep_value: str) -> ActivePlugin:
-        """:func:`activate`, between the crash guard's marker and a residue baseline."""
-        baseline = Baseline.take()
-        # A crash from here to end() marks the generation suspect on the next start.
-        self._guard.begin(binary_id, generation.id, generation.wheel.path)
-        try:
-            active = activate(
-                self._bus,
-                generation,
-                binary_id,
-                ep_value,
-                on_construct=self._construct_hook(binary_id),
-            )
-        except BaseException:
-            self._guard.end(generation.id, ok=False)
-            raise
-        self._guard.end(generation.id, ok=True)
-        self._baselines[generation.id] = baseline
-        return active
-
-    def _recover_crash(self) -> None:
-        """Mark a generation the previous process died activating suspect or quarantined."""
-        crash = self._guard.recover()
-        if crash is None:
-            return
-        message = (
-            f"the daemon died while activating generation {crash.generation[:12]} "
-            f"(crash {crash.count})"
-        )
-        if crash.status == "quarantined":
-            message += (
-                "; quarantined: it is not loaded again until you run "
-                f"`cbus plugins retry {crash.binary_id} --state-dir {self._state.path}`"
-            )
-        else:
-            message += "; suspect: it is loaded again only after a trial import passes"
-        logger.error("plugin %s: %s", crash.binary_id, message)
-        self._book.crashed(
-            crash.binary_id, Path(crash.wheel), crash.generation, message, crash.status
-        )
-
     def _rollback(self, binary_id: str, old: Generation) -> bool:
         """Activate ``old`` again after a failed switch; ``True`` if it serves again."""
-        try:
-            restored = self._activate(old, binary_id, entry_point_of(old.wheel)[1])
-        except LoaderError as exc:
-            logger.error(
-                "plugin %s: rolling back to the previous generation failed too: %s", binary_id, exc
-            )
+        restored = self._switch.rollback(binary_id, old)
+        if restored is None:
             return False
         self._active[binary_id] = restored
-        logger.warning(
-            "plugin %s: the new generation failed; generation %s is serving again",
-            binary_id,
-            old.id[:12],
-        )
         return True
 
     # -- unload --------------------------------------------------------------------------------
@@ -722,9 +546,9 @@ class PluginHost:
         self, binary_id: str, *, capture: bool = False
     ) -> DetachedPlugin | UnloadReport:
         # Its config ids (strings only) for the on_config_ids_changed hook that follows.
-        self._retired_ids[binary_id] = tuple(_config_ids(self._active[binary_id]))
+        self._retired_ids[binary_id] = tuple(config_ids(self._active[binary_id]))
         if isinstance(self._active.get(binary_id), ProcessActive):
-            return await _stop_process_plugin(self._active.pop(binary_id))  # type: ignore[arg-type]
+            return await stop_process(self._active.pop(binary_id))  # type: ignore[arg-type]
         # The popped plugin goes straight into deactivate(): no reference stays here.
         if capture and self._handoff is not None:
             # A reload: snapshot the controllers' state just before they stop.
@@ -747,33 +571,19 @@ class PluginHost:
 
     async def _confirm(self, detached: DetachedPlugin | UnloadReport) -> UnloadReport:
         if isinstance(detached, UnloadReport):  # a process plugin: its process has exited
-            self.unload_reports.append(detached)
-            return detached
-        report = await confirm_unload(detached)
-        residue = self._residue(detached)
-        if residue:
-            logger.warning(
-                "plugin %s: generation %s left running after its unload:\n  %s",
-                detached.binary_id,
-                detached.generation[:12],
-                "\n  ".join(residue),
+            report = detached
+        else:
+            report = await confirm_unload(detached)
+            server = getattr(self._trials, "server_pid", None)
+            report = with_residue(
+                report,
+                self._switch.baselines.pop(detached.generation, None),
+                self._state.generations_dir / detached.generation,
+                own_children={server} if isinstance(server, int) else (),
+                kill_children=not self._active,
             )
-            report = dataclasses.replace(report, survivors=(*residue, *report.survivors))
         self.unload_reports.append(report)
         return report
-
-    def _residue(self, detached: DetachedPlugin) -> list[str]:
-        """Threads, files and child processes the unloaded generation left running."""
-        baseline = self._baselines.pop(detached.generation, None)
-        if baseline is None:
-            return []
-        server = getattr(self._trials, "server_pid", None)
-        return find_residue(
-            self._state.generations_dir / detached.generation,
-            baseline,
-            own_children={server} if isinstance(server, int) else (),
-            kill_children=not self._active,
-        )
 
     # -- manifest and state ---------------------------------------------------------------------
 
@@ -801,11 +611,7 @@ class PluginHost:
     ) -> None:
         # Text, not the exception: a retained log record must not pin its frames.
         logger.error("plugin %s: %s", key, str(exc), extra={"plugin": key, "wheel": str(wheel)})
-        status: PluginStatus = "failed"
-        if isinstance(exc, PluginQuarantined):
-            status = "quarantined"
-        elif isinstance(exc, (InvalidWheel, InsecurePath, UntrustedWheel)):
-            status = "rejected"
+        status = failure_status(exc)
         self._book.failed(key, wheel, verified, str(exc), serving=serving, status=status)
         self._gc()
 
@@ -820,24 +626,3 @@ class PluginHost:
             logger.debug(
                 "removed %d old generation(s): %s", len(removed), ", ".join(r[:12] for r in removed)
             )
-
-
-def _config_ids(active: ActivePlugin | ProcessActive) -> list[str]:
-    if isinstance(active, ProcessActive):
-        return active.config_ids()
-    return active.resolver.config_ids()
-
-
-async def _stop_process_plugin(active: ProcessActive) -> UnloadReport:
-    """Unload a process plugin: its child exits, so nothing of it can survive here."""
-    started = time.perf_counter()
-    await active.plugin.stop()
-    return UnloadReport(
-        active.binary_id,
-        active.generation.id,
-        (),
-        (),
-        (),
-        0,
-        (time.perf_counter() - started) * 1000,
-    )
