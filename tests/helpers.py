@@ -9,8 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
+import signal
+import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, TypeVar
 
 __all__ = ["eventually", "eventually_sync"]
@@ -67,3 +72,46 @@ def eventually_sync(
             break
         time.sleep(step)
     raise AssertionError(failure())
+
+
+class Daemon:
+    """``cbus daemon`` in a subprocess, logging to a file in ``cwd``.
+
+    ``env`` is added to this process's environment; ``within`` is the default wait of
+    :meth:`wait_for`.
+    """
+
+    def __init__(
+        self, cwd: Path, *args: str, env: Mapping[str, str] | None = None, within: float = 30
+    ) -> None:
+        self.within = within
+        self.log = cwd / f"daemon-{len(list(cwd.glob('daemon-*.log')))}.log"
+        with self.log.open("wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "controllerbus.cli", "daemon", *args],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=cwd,
+                env={**os.environ, **(env or {})},
+            )
+
+    def text(self) -> str:
+        return self.log.read_text()
+
+    def wait_for(self, text: str, *, after: int = 0, within: float | None = None) -> str:
+        """Wait until ``text`` is logged after offset ``after``; return the whole log."""
+        return eventually_sync(
+            lambda: content if text in (content := self.text())[after:] else "",
+            within=self.within if within is None else within,
+            give_up=lambda: self.proc.poll() is not None,
+            failure=lambda: f"{text!r} not logged; got:\n{self.text()}",
+        )
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=60)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()

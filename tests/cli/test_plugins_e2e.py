@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import eventually_sync
+from tests import helpers
 
 pytestmark = pytest.mark.slow
 
@@ -77,40 +76,11 @@ def compile_hot_demo(cwd: Path, out: Path) -> dict[str, Any]:
     return data
 
 
-class Daemon:
-    """``cbus daemon`` in a subprocess, logging to a file."""
+class Daemon(helpers.Daemon):
+    """``cbus daemon`` in a subprocess, logging to a file; RuntimeWarnings are errors."""
 
     def __init__(self, cwd: Path, *args: str) -> None:
-        self.log = cwd / f"daemon-{len(list(cwd.glob('daemon-*.log')))}.log"
-        with self.log.open("wb") as out:
-            self.proc = subprocess.Popen(
-                [*CBUS, "daemon", *args],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=cwd,
-                env={**os.environ, "PYTHONWARNINGS": "error::RuntimeWarning"},
-            )
-
-    def text(self) -> str:
-        return self.log.read_text()
-
-    def wait_for(self, text: str, *, after: int = 0, within: float = 30) -> str:
-        """Wait until ``text`` is logged after offset ``after``; return the whole log."""
-        return eventually_sync(
-            lambda: content if text in (content := self.text())[after:] else "",
-            within=within,
-            give_up=lambda: self.proc.poll() is not None,
-            failure=lambda: f"{text!r} not logged; got:\n{self.text()}",
-        )
-
-    def stop(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=60)
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+        super().__init__(cwd, *args, env={"PYTHONWARNINGS": "error::RuntimeWarning"})
 
 
 @pytest.fixture

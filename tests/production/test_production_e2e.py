@@ -22,6 +22,8 @@ from typing import Any
 
 import pytest
 
+from tests import helpers
+
 from .prodkit import build, dependency_project, pin, plugin_project, sha256
 
 pytestmark = pytest.mark.slow
@@ -44,42 +46,11 @@ def config_for(prefix: str) -> str:
     return f"greeter:\n  id: test/{prefix}/greeter/1\n  config:\n    punctuation: '!'\n"
 
 
-class Daemon:
+class Daemon(helpers.Daemon):
     """``cbus daemon`` in a subprocess with the offline environment, logging to a file."""
 
     def __init__(self, cwd: Path, *args: str) -> None:
-        self.log = cwd / f"daemon-{len(list(cwd.glob('daemon-*.log')))}.log"
-        with self.log.open("wb") as out:
-            self.proc = subprocess.Popen(
-                [*CBUS, "daemon", *args],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=cwd,
-                env={**os.environ, **OFFLINE},
-            )
-
-    def text(self) -> str:
-        return self.log.read_text()
-
-    def wait_for(self, text: str, *, after: int = 0, within: float = 60) -> str:
-        deadline = time.monotonic() + within
-        while time.monotonic() < deadline:
-            content = self.text()
-            if text in content[after:]:
-                return content
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise AssertionError(f"{text!r} not logged; got:\n{self.text()}")
-
-    def stop(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=60)
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+        super().__init__(cwd, *args, env=OFFLINE, within=60)
 
 
 @pytest.fixture
